@@ -1,0 +1,5 @@
+"""`python -m minictr` is the `minictr` command."""
+
+from minictr.cli import main
+
+raise SystemExit(main())

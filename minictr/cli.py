@@ -1,0 +1,241 @@
+"""The command line: parse the words into a spec, call the library, print, choose the exit code.
+
+Nothing here calls the kernel; the step modules do. Every error is one line on stderr and
+exit 125 (Docker's "the runtime failed"), or the command's own code from `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from minictr.errors import EXIT_RUNTIME_ERROR, StepError
+from minictr.explain import explain_to
+
+HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
+ENV_KEY_PATTERN = re.compile(r"[^=\0]+")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line and 125, as Docker does for bad flags (argparse would exit 2)."""
+        print(f"minictr: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_RUNTIME_ERROR)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="minictr", description="A small, real, readable container runtime "
+                    "for learning how containers and OverlayFS copy-on-write work.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND",
+                                  parser_class=Parser)
+    run = verbs.add_parser("run", help="run a command in a new container")
+    run.add_argument("--name", help="the container's name (default: IMAGE-xxxxxx)")
+    run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    run.add_argument("--hostname", help="the hostname inside (default: the container's name)")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                     help="set an environment variable (KEY alone: take it from the host)")
+    run.add_argument("--explain", action="store_true",
+                     help="print every step with the shell command that does the same")
+    run.add_argument("image", metavar="IMAGE")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
+    ps = verbs.add_parser("ps", help="list running containers")
+    ps.add_argument("-a", "--all", action="store_true", help="list stopped containers too")
+    diff = verbs.add_parser("diff", help="what a container changed, as `docker diff` prints it")
+    diff.add_argument("container", metavar="NAME")
+    inspect = verbs.add_parser("inspect", help="a container's state and directories, as JSON")
+    inspect.add_argument("containers", nargs="+", metavar="NAME")
+    rm = verbs.add_parser("rm", help="remove stopped containers")
+    rm.add_argument("containers", nargs="+", metavar="NAME")
+    verbs.add_parser("prune", help="remove all stopped containers and what crashed runs left")
+    verbs.add_parser("images", help="list images")
+    image = verbs.add_parser("image", help="manage images")
+    image_verbs = image.add_subparsers(dest="image_verb", required=True, metavar="COMMAND",
+                                       parser_class=Parser)
+    build = image_verbs.add_parser("build", help="build an image from its recipe in images/")
+    build.add_argument("name", metavar="NAME", choices=["busybox"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except StepError as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("minictr: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from minictr import container, report
+    from minictr.spec import RunSpec
+    from minictr.store import check_name
+
+    if args.name is not None:
+        check_name(args.name, "container name")
+    check_name(args.image, "image name")
+    if args.hostname is not None and not HOSTNAME_PATTERN.fullmatch(args.hostname):
+        raise StepError("check input", f"invalid hostname {args.hostname!r}",
+                        hint="use letters, digits, '-' and '.', at most 64 characters")
+    if args.explain:
+        explain_to(sys.stderr)
+    spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
+                   hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
+                   tty=sys.stdin.isatty() and sys.stdout.isatty())
+    outcome = container.run(spec)
+    sys.stdout.flush()
+    print(report.render_tree(outcome.changes, upper_bytes=outcome.upper_bytes,
+                             image_bytes=outcome.image.size, image=outcome.image.name,
+                             color=report.use_color(sys.stderr)), end="", file=sys.stderr)
+    return outcome.exit_code
+
+
+def parse_env(items: Sequence[str]) -> list[str]:
+    """-e KEY=VALUE as given; -e KEY takes KEY's value from the host, or is dropped (Docker)."""
+    env = []
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not ENV_KEY_PATTERN.fullmatch(key) or "\0" in item:
+            raise StepError("check input", f"invalid environment variable {item!r}",
+                            hint="use -e KEY=VALUE")
+        if sep:
+            env.append(item)
+        elif key in os.environ:
+            env.append(f"{key}={os.environ[key]}")
+    return env
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from minictr.store import Store, read_state, status
+
+    store = Store.open()
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for dirs in store.all_containers():
+        state = read_state(dirs)
+        now = status(dirs, state)
+        if now != "running" and not args.all:
+            continue
+        command = " ".join(state.get("command", []))
+        rows.append((dirs.id[:12], state.get("image", ""),
+                     f'"{command[:20]}…"' if len(command) > 20 else f'"{command}"',
+                     ago(state.get("created")), describe_status(now, state), dirs.name))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "   " + r[-1])
+    return 0
+
+
+def describe_status(now: str, state: dict) -> str:
+    if now == "running":
+        return f"Up {ago(state.get('started'), suffix='')}"
+    if now == "exited":
+        return f"Exited ({state.get('exit_code')}) {ago(state.get('finished'))}"
+    return now.capitalize()
+
+
+def ago(then: float | None, suffix: str = " ago") -> str:
+    if not then:
+        return "-"
+    seconds = max(0, int(time.time() - then))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''}{suffix}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}{suffix}"
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from minictr import diff, report
+    from minictr.store import Store, read_state
+
+    store = Store.open()
+    dirs = store.find(args.container)
+    lowers = [Path(p) for p in read_state(dirs).get("lower", [])]
+    print(report.render_docker(diff.scan(dirs.upper, lowers)), end="")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from minictr.store import Store, read_state, status
+
+    store = Store.open()
+    found = [store.find(name) for name in args.containers]  # all or nothing
+    out = []
+    for dirs in found:
+        state = read_state(dirs)
+        state["status"] = status(dirs, state)
+        out.append(state)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from minictr.store import Store, read_state, status
+
+    store = Store.open()
+    found = [store.find(name) for name in args.containers]  # all or nothing
+    for dirs in found:
+        if status(dirs, read_state(dirs)) == "running":
+            raise StepError("remove container", f"{dirs.name} is running",
+                            hint="wait for it to exit, or stop its command")
+    for dirs in found:
+        store.remove_container(dirs)
+        print(dirs.name)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from minictr import prune
+    from minictr.store import Store
+
+    removed = prune.prune(Store.open())
+    if removed:
+        print("Deleted:")
+        for line in removed:
+            print(line)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from minictr import images
+    from minictr.store import Store
+
+    rows = [("NAME", "SIZE", "CREATED")]
+    for image in images.all_images(Store.open()):
+        created = json.loads((image.rootfs.parent / "image.json").read_text()).get("created")
+        rows.append((image.name, human_bytes(image.size), ago(created)))
+    for name, size, created in rows:
+        print(f"{name:<16} {size:>10}   {created}")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from minictr import images
+    from minictr.store import Store
+
+    store = Store.open()
+    image = images.build(store, args.name)
+    print(f"built {image.name}: {human_bytes(image.size)} in {image.rootfs}")
+    return 0
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,
+            "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image}

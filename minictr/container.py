@@ -1,0 +1,204 @@
+"""The recipe: one `minictr run`, top to bottom, in the order of the tutorial's chapters.
+
+    run()                         on the host, as the runtime
+      1 create upper/work/merged    store.Store.new_container
+      2 start the shim and init     namespaces.spawn   (new mount, UTS, IPC, PID, net, cgroup ns)
+      3 wait until started          the init reports an error, or execs (end-of-file)
+      4 wait for the exit           terminal.relay when interactive; signals are passed on
+      5 what changed                diff.scan of the upperdir against the image
+    init_container()              inside, as PID 1 of the new PID namespace
+      make / rprivate → mount the overlay → /proc, /dev, /sys → pivot_root → hostname → exec
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import NoReturn
+
+from minictr import diff, explain, images, namespaces, overlay, rootfs, terminal
+from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
+from minictr.explain import note, step
+from minictr.spec import ContainerDirs, Image, RunSpec
+from minictr.store import Store, write_state
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `run` tells the CLI: the exit code and what the container changed."""
+
+    exit_code: int
+    dirs: ContainerDirs
+    image: Image
+    changes: list[diff.Change]
+    upper_bytes: int
+
+
+def run(spec: RunSpec) -> Outcome:
+    store = Store.open()
+    image = images.get(store, spec.image)  # builds busybox on first use
+    overlay.check_upper_filesystem(store.containers)
+    explain.define("IMAGE", image.rootfs)
+    cid = store.new_id()
+    explain.define("C", store.containers / cid)
+    with step("create the container's upper, work and merged directories",
+              "mkdir -p $C/upper $C/work $C/merged"):
+        dirs, lock = store.new_container(cid, spec.name, spec.image)
+    command = spec.command or image.cmd
+    hostname = spec.hostname or dirs.name
+    env = container_env(image, spec, hostname)
+    write_state(dirs, id=dirs.id, name=dirs.name, image=image.name, command=list(command),
+                hostname=hostname, env=env, created=time.time(), status="created", pid=None,
+                exit_code=None, lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
+                work=str(dirs.work), merged=str(dirs.merged))
+    started = False
+    with ExitStack() as undo:  # undone in reverse order, whatever happens
+        undo.callback(os.close, lock)
+        undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
+        init = partial(init_container, spec, image, dirs, hostname, command, env)
+        child = namespaces.spawn(init)
+        undo.callback(child.kill_and_reap)
+        undo.enter_context(passing_signals_to(child))
+        child.go()
+        pty = wait_until_started(child, dirs)
+        started = True
+        write_state(dirs, status="running", started=time.time())
+        exit_code = wait_for_exit(child, pty)
+        write_state(dirs, status="exited", exit_code=exit_code, finished=time.time())
+        note(f"the container exited with code {exit_code}; its mounts went with its namespace")
+        with step("read what changed: the entries of the upperdir",
+                  f"find {dirs.upper} -printf '%y %p\\n'"):
+            changes = diff.scan(dirs.upper, image.lowers)
+            upper_bytes = diff.tree_bytes(dirs.upper)
+        if spec.remove:
+            with step("remove the container (--rm)", f"rm -rf {dirs.path}"):
+                store.remove_container(dirs)
+    return Outcome(exit_code, dirs, image, changes, upper_bytes)
+
+
+def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
+    """The environment, as Docker builds it: image's, then HOSTNAME, HOME, TERM, then -e."""
+    env = {"PATH": DEFAULT_PATH}
+    env.update(item.split("=", 1) for item in image.env)  # type: ignore[arg-type]
+    env["HOSTNAME"] = hostname
+    env.setdefault("HOME", "/root")
+    if spec.tty:
+        env["TERM"] = os.environ.get("TERM", "xterm")
+    env.update(item.split("=", 1) for item in spec.env)  # type: ignore[arg-type]
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def wait_until_started(child: namespaces.Child, dirs: ContainerDirs) -> int | None:
+    """Read the start-up socket until end-of-file; return the pty's master fd, if any."""
+    pty = None
+    while (message := child.receive()) is not None:
+        data, fds = message
+        if "pid" in data:
+            write_state(dirs, pid=child.init_pid)
+        if "error" in data:
+            for fd in fds:
+                os.close(fd)
+            raise StepError.from_dict(data["error"])
+        if "pty" in data:
+            pty = fds[0]
+    if child.init_pid is None:
+        raise StepError("start the container", "its first process ended before it started",
+                        hint="run again with --explain to see the last step")
+    return pty
+
+
+def wait_for_exit(child: namespaces.Child, pty: int | None) -> int:
+    """Relay the terminal (if any) until the container exits; return its exit code."""
+    if pty is not None:
+        try:
+            with terminal.raw_mode(sys.stdin.fileno()):
+                terminal.relay(pty, sys.stdin.fileno(), sys.stdout.fileno())
+        finally:
+            os.close(pty)
+    return child.wait()
+
+
+@contextmanager
+def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to minictr go to the container's PID 1,
+    which (as in Docker) ignores those it has no handler for: the third SIGINT kills it."""
+    interrupts = 0
+
+    def pass_on(signum: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += signum == signal.SIGINT
+        if interrupts >= 3:
+            print("minictr: third interrupt: killing the container (SIGKILL)", file=sys.stderr)
+            signum = signal.SIGKILL
+        child.signal(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {s: signal.signal(s, pass_on) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --- inside the container ----------------------------------------------------------------------
+
+
+def init_container(spec: RunSpec, image: Image, dirs: ContainerDirs, hostname: str,
+                   command: tuple[str, ...], env: list[str], sock: socket.socket) -> NoReturn:
+    """PID 1 of the new namespaces: build the container's root, then become its command."""
+    try:
+        os.setsid()  # its own session, as Docker's containers have: no host terminal signals
+        rootfs.make_mounts_private()
+        overlay.mount_overlay(image.lowers, dirs.upper, dirs.work, dirs.merged)
+        rootfs.mount_proc(dirs.merged)
+        rootfs.mount_dev(dirs.merged)
+        rootfs.mount_sys(dirs.merged)
+        rootfs.pivot_into(dirs.merged)
+        set_hostname(hostname)
+        if spec.tty:
+            terminal.attach_new_pty(sock)
+        exec_command(command, env)
+    except StepError as e:
+        namespaces.send(sock, {"error": e.to_dict()})
+        os._exit(e.exit_code)
+    except BaseException as e:  # a bug of ours: still one line, still 125
+        namespaces.send(sock, {"error": StepError("start the container", repr(e)).to_dict()})
+        os._exit(EXIT_RUNTIME_ERROR)
+
+
+def set_hostname(hostname: str) -> None:
+    """Only the new UTS namespace sees it. Shell: hostname NAME   See: sethostname(2)"""
+    with step("set the hostname in the new UTS namespace", f"hostname {hostname}"):
+        socket.sethostname(hostname)
+
+
+def exec_command(command: tuple[str, ...], env: list[str]) -> NoReturn:
+    """Replace this process (PID 1) by the command, searching the container's PATH.
+
+    Exit codes as Docker's: 127 when the command is not found, 126 when it cannot be run.
+    Shell: exec env -i KEY=VALUE... COMMAND      See: execve(2)
+    """
+    environ = dict(item.split("=", 1) for item in env)
+    with step("exec the command as PID 1", "exec env -i " + " ".join(env + list(command))):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execvpe(command[0], command, environ)
+        except (FileNotFoundError, NotADirectoryError):
+            raise StepError("exec the command",
+                            f"{command[0]!r}: executable file not found in $PATH",
+                            hint=f"PATH is {environ.get('PATH', '')}",
+                            exit_code=EXIT_NOT_FOUND) from None
+        except OSError as e:
+            raise StepError("exec the command", f"{command[0]!r}: {e.strerror}",
+                            errno=e.errno, exit_code=EXIT_NOT_EXECUTABLE) from None

@@ -1,0 +1,81 @@
+"""Steps: every privileged action of minictr happens inside ``with step(...)``.
+
+A step does two things. With ``--explain`` it prints, before the action, what is about to
+happen, the shell command that would do the same, and the function that does it, so a
+student can read the run like the tutorial:
+
+    minictr: => mount the overlay  [minictr.overlay.mount_overlay]
+    minictr:      $ mount -t overlay overlay -o lowerdir=...,upperdir=...,workdir=... merged
+
+And it turns an ``OSError`` from the kernel into the one error type, ``StepError``, naming
+the step, the errno and, where we know one, a hint that says what to do.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TextIO
+
+from minictr.errors import StepError
+
+_explain_to: TextIO | None = None
+_short_names: dict[str, str] = {}  # long path -> "$NAME", so the shell lines stay readable
+
+
+def explain_to(stream: TextIO | None) -> None:
+    """Print every step to ``stream`` from now on (``None``: stay quiet).
+
+    The setting is a module global on purpose: the container's init is a fork of the
+    runtime, so it inherits it and explains its own steps on the same stream.
+    """
+    global _explain_to
+    _explain_to = stream
+
+
+def define(name: str, value: object) -> None:
+    """Print ``NAME=value`` once; later shell lines say ``$NAME`` instead of the long path."""
+    _short_names[str(value)] = f"${name}"
+    if _explain_to is not None:
+        print(f"minictr:      $ {name}={value}", file=_explain_to, flush=True)
+
+
+def _shorten(text: str) -> str:
+    for long, short in sorted(_short_names.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(long, short)
+    return text
+
+
+def note(text: str) -> None:
+    """One more line of explanation under the current step (only with --explain)."""
+    if _explain_to is not None:
+        print(f"minictr:      {text}", file=_explain_to, flush=True)
+
+
+class step:  # lower case: it reads like a function, `with step(...):`
+    """``with step("mount the overlay", "mount -t overlay ...", {errno.ENODEV: "..."}):``"""
+
+    def __init__(self, name: str, shell: str = "", hints: Mapping[int, str] | None = None) -> None:
+        self.name = name
+        self.shell = shell
+        self.hints = hints or {}
+        caller = sys._getframe(1)  # the function whose step this is, for "[module.function]"
+        self.where = f"{caller.f_globals.get('__name__', '?')}.{caller.f_code.co_name}"
+
+    def __enter__(self) -> step:
+        if _explain_to is not None:
+            print(f"minictr: => {self.name}  [{self.where}]", file=_explain_to)
+            for line in _shorten(self.shell).splitlines():
+                print(f"minictr:      $ {line}", file=_explain_to)
+            _explain_to.flush()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        err: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(err, OSError):
+            raise StepError.from_os_error(self.name, err, self.hints.get(err.errno or 0)) from err

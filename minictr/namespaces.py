@@ -1,0 +1,171 @@
+"""Starting the container's processes in new namespaces, and talking to them while they start.
+
+Three processes take part, because a new PID namespace only applies to the children of the
+process that unshares it (pid_namespaces(7)):
+
+    runtime  (minictr, on the host)
+      └─ shim    setsid; waits for "go"; unshare(mount, uts, ipc, pid, net, cgroup); fork
+           └─ init  PID 1 of the new PID namespace: mounts, pivot_root, hostname, exec
+
+Shell: unshare --mount --uts --ipc --pid --net --cgroup --fork COMMAND
+
+They talk over one SOCK_SEQPACKET socket pair, one JSON message per packet:
+runtime→shim "go"; shim→runtime {"pid": init's pid on the host}; init→runtime {"error": ...}
+if a step fails, {"pty": ...} with the terminal's fd attached. The init's end is close-on-exec,
+so when the runtime reads end-of-file the command has been executed: that is how it knows
+that the start succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import prctl
+
+from minictr import libc
+from minictr.errors import EXIT_RUNTIME_ERROR, StepError
+from minictr.explain import step
+
+# Which namespaces, with the unshare(1) option for each (namespaces(7)). The network
+# namespace has only `lo`, down: a container is offline unless networking is asked for.
+NAMESPACES = (
+    (libc.CLONE_NEWNS, "--mount"),  # its own mount table: the overlay is invisible to the host
+    (libc.CLONE_NEWUTS, "--uts"),  # its own hostname
+    (libc.CLONE_NEWIPC, "--ipc"),  # its own System V IPC and POSIX message queues
+    (libc.CLONE_NEWPID, "--pid"),  # its own process ids: the command is PID 1
+    (libc.CLONE_NEWNET, "--net"),  # its own network stack
+    (libc.CLONE_NEWCGROUP, "--cgroup"),  # its own cgroup looks like / inside
+)
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def exit_code_of(wait_status: int) -> int:
+    """As a shell reports it: the exit status, or 128+N for death by signal N."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask for SIGKILL when our parent dies, so a container never outlives its runtime.
+
+    If the parent died before the request took effect we are already orphaned: leave now.
+    Shell: setpriv --pdeathsig KILL          See: PR_SET_PDEATHSIG in prctl(2)
+    """
+    prctl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_RUNTIME_ERROR)
+
+
+class Child:
+    """The runtime's handle on a starting container: its shim, its init, the socket."""
+
+    def __init__(self, shim_pid: int, sock: socket.socket) -> None:
+        self.shim_pid = shim_pid
+        self.sock = sock
+        self.init_pid: int | None = None
+        self._init_pidfd: int | None = None
+        self._reaped_status: int | None = None
+
+    def go(self) -> None:
+        """Let the shim unshare and start init (the runtime may prepare things before)."""
+        send(self.sock, {"go": True})
+
+    def receive(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next message from the shim or init, with any fds; None at end-of-file."""
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+        if not data:
+            return None
+        message = json.loads(data)
+        if "pid" in message:
+            self.init_pid = int(message["pid"])
+            # A pidfd names this very process, never a later one that reuses its pid.
+            self._init_pidfd = os.pidfd_open(self.init_pid)
+        return message, list(fds)
+
+    def signal(self, signum: int) -> None:
+        """Pass a signal to the container's PID 1 (before it exists: kill the shim)."""
+        if self._init_pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                signal.pidfd_send_signal(self._init_pidfd, signum)
+        elif self._reaped_status is None:
+            os.kill(self.shim_pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        """Wait for the shim, which exits with init's exit code; return that code."""
+        if self._reaped_status is None:
+            _, status = os.waitpid(self.shim_pid, 0)
+            self._reaped_status = status
+        return exit_code_of(self._reaped_status)
+
+    def kill_and_reap(self) -> None:
+        """Undo for spawn(): SIGKILL init (the kernel then kills its whole PID namespace) and
+        the shim, then reap the shim. Safe to call after a normal exit."""
+        if self._reaped_status is None:
+            self.signal(signal.SIGKILL)
+            os.kill(self.shim_pid, signal.SIGKILL)
+            self.wait()
+        if self._init_pidfd is not None:
+            os.close(self._init_pidfd)
+            self._init_pidfd = None
+        self.sock.close()
+
+
+def spawn(init: Callable[[socket.socket], NoReturn]) -> Child:
+    """Fork the shim; it will run ``init`` as PID 1 of new namespaces once told to go."""
+    runtime_sock, container_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    runtime_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            runtime_sock.close()
+            _shim(container_sock, init, runtime_pid)
+        finally:
+            os._exit(EXIT_RUNTIME_ERROR)
+    container_sock.close()
+    return Child(pid, runtime_sock)
+
+
+def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent: int) -> NoReturn:
+    die_with_parent(parent)
+    os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
+    if not sock.recv(64):  # "go", or end-of-file when the runtime has given up
+        os._exit(EXIT_RUNTIME_ERROR)
+    flags = 0
+    for flag, _ in NAMESPACES:
+        flags |= flag
+    try:
+        with step("unshare namespaces: mount, UTS, IPC, PID, network, cgroup",
+                  "unshare " + " ".join(opt for _, opt in NAMESPACES) + " --fork"):
+            libc.unshare(flags)
+    except StepError as e:
+        send(sock, {"error": e.to_dict()})
+        os._exit(EXIT_RUNTIME_ERROR)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            die_with_parent(0)  # in its own PID namespace, PID 1's parent shows as 0
+            init(sock)
+        finally:
+            os._exit(EXIT_RUNTIME_ERROR)
+    send(sock, {"pid": pid})
+    sock.close()
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            os._exit(exit_code_of(status))
+        except ChildProcessError:
+            os._exit(EXIT_RUNTIME_ERROR)

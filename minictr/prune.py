@@ -1,0 +1,49 @@
+"""`minictr prune`: remove stopped containers, and whatever a killed runtime left behind.
+
+A runtime killed with SIGKILL cannot undo anything itself. The kernel still does most of it:
+the container dies with it (parent-death signal), and its overlay, /proc and /dev mounts
+lived only in the container's mount namespace, which died too. What is left is on disk: the
+container's directory and its name. prune removes those, for every container whose lock no
+runtime holds, and unmounts anything still mounted under MINICTR_ROOT on the host.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from minictr import libc
+from minictr.explain import step
+from minictr.store import Store, is_locked, read_state, status
+
+
+def prune(store: Store) -> list[str]:
+    """Remove all that no live runtime owns; return a line for each thing removed."""
+    removed = unmount_leftovers(store)
+    for path in sorted(store.containers.iterdir()):
+        if is_locked(path / "lock"):
+            continue  # running, or being created right now
+        dirs = store._dirs(path)
+        state = read_state(dirs)
+        with step(f"remove container {dirs.name or path.name}", f"rm -rf {path}"):
+            store.remove_container(dirs)
+        removed.append(f"{path.name}  {dirs.name or '-'}  ({status(dirs, state)})")
+    for link in sorted(store.names.iterdir()):
+        if link.is_symlink() and not link.exists():  # a name whose container is gone
+            link.unlink()
+    for leftover in sorted(store.images.glob(".build-*")):
+        if not is_locked(leftover / "lock"):  # a build that was killed half-way
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(f"{leftover.name}  (unfinished image build)")
+    return removed
+
+
+def unmount_leftovers(store: Store) -> list[str]:
+    """Lazily unmount, deepest first, every host mount under MINICTR_ROOT (there should be
+    none: they live in containers' namespaces). Shell: umount -l PATH   See: umount(2)"""
+    root = str(store.root).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(root)]
+    for point in sorted(points, key=len, reverse=True):
+        with step("unmount a leftover mount", f"umount -l {point}"):
+            libc.umount2(point, libc.MNT_DETACH)
+    return [f"unmounted {p}" for p in points]

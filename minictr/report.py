@@ -1,0 +1,150 @@
+"""Show what a container changed: the explained tree, and Docker's ``A/C/D`` lines.
+
+The tree is for people learning copy-on-write: one line per upperdir entry, under its
+parent like ``tree`` draws it, with its size, its mark, and why it is there::
+
+    ├── etc/                C    copied up from the image: holds changes below
+    │   ├── hosts    11 B   C    copied up from the image: content changed (6 → 11 bytes)
+    │   └── motd            D    whiteout (char 0:0) hides the image's file
+    upper: 27 B in 9 entries · image busybox: 2.1 MiB shared, unchanged
+
+Entries an opaque directory hides are drawn under it too, marked ``D``: they are gone from
+the container although no whiteout exists for them.
+
+Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, TextIO
+
+from minictr.diff import Change, docker_lines
+
+# SGR colours, see console_codes(4): A green, C yellow, D red, opaque magenta.
+_SGR = {"A": "32", "C": "33", "D": "31", "O": "35"}
+_LABEL_MAX = 40  # a longer name pushes only its own line's columns right
+_HIDDEN_REASON = "hidden by the opaque dir above: no whiteout needed"
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only for a person at a terminal who has not asked for none."""
+    return not os.environ.get("NO_COLOR") and stream.isatty()
+
+
+def render_docker(changes: Sequence[Change]) -> str:
+    """The ``docker diff`` text: one ``A|C|D /path`` per line."""
+    lines = docker_lines(changes)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_tree(
+    changes: Sequence[Change], *, upper_bytes: int, image_bytes: int, image: str, color: bool
+) -> str:
+    """The explained tree of ``changes`` and one summary line, ending in a newline."""
+    shared = f"image {image}: {human_size(image_bytes)} shared, unchanged"
+    if not changes:
+        return f"no changes: the upper layer is empty · {shared}\n"
+    rows = list(_rows(_build_tree(changes), ""))
+    widths = [max(len(getattr(r, col)) for r in rows) for col in ("label", "size", "mark")]
+    widths[0] = min(widths[0], _LABEL_MAX)
+    lines = [_format(row, widths, color) for row in rows]
+    n = len(changes)
+    lines.append(f"upper: {human_size(upper_bytes)} in {n} {_plural(n)} · {shared}")
+    return "\n".join(lines) + "\n"
+
+
+def human_size(n: int) -> str:
+    """Bytes as ``ls -sh`` would say them, in powers of 1024: 900 B, 1.2 KiB, 2.1 MiB."""
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _plural(n: int) -> str:
+    return "entry" if n == 1 else "entries"
+
+
+# --- the tree -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    name: str
+    change: Change | None = None  # None: a name an opaque dir hides, or an unlisted parent
+    hidden: bool = False
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+class _Row(NamedTuple):
+    branch: str  # the tree drawing before the name: "│   ├── "
+    name: str
+    size: str
+    mark: str  # "A", "C", "D", or "C O" for an opaque directory
+    reason: str
+    color: str  # a key of _SGR, for the name
+
+    @property
+    def label(self) -> str:
+        return self.branch + self.name
+
+
+def _build_tree(changes: Sequence[Change]) -> _Node:
+    root = _Node("")
+    for change in changes:
+        node = _node_at(root, change.path)
+        node.change = change
+        for name in change.hidden:
+            node.children.setdefault(name, _Node(name)).hidden = True
+    return root
+
+
+def _node_at(root: _Node, path: str) -> _Node:
+    node = root
+    for name in path.strip("/").split("/"):
+        node = node.children.setdefault(name, _Node(name))
+    return node
+
+
+def _rows(node: _Node, indent: str) -> Iterator[_Row]:
+    """Depth first, by name, with the connectors ``tree`` draws."""
+    kids = sorted(node.children.values(), key=lambda k: k.name)
+    for i, kid in enumerate(kids):
+        last = i == len(kids) - 1
+        yield _row(kid, indent + ("└── " if last else "├── "))
+        yield from _rows(kid, indent + ("    " if last else "│   "))
+
+
+def _row(node: _Node, branch: str) -> _Row:
+    c = node.change
+    if c is None:
+        if node.hidden:
+            return _Row(branch, node.name, "", "D", _HIDDEN_REASON, "D")
+        return _Row(branch, node.name + "/", "", "", "", "")
+    name = node.name + ("/" if c.ftype == "dir" else "")
+    size = human_size(c.size) if c.kind != "D" and c.ftype in ("file", "symlink") else ""
+    mark = c.kind + (" O" if c.opaque else "")
+    return _Row(branch, name, size, mark, c.reason, "O" if c.opaque else c.kind)
+
+
+def _format(row: _Row, widths: list[int], color: bool) -> str:
+    """Pad first, then paint, so escape codes do not shift the columns."""
+    pad = " " * max(0, widths[0] - len(row.label))
+    name = _paint(row.name, row.color, color)
+    mark = " ".join(_paint(m, m, color) for m in row.mark.split(" "))
+    mark += " " * (widths[2] - len(row.mark))
+    line = f"{row.branch}{name}{pad}  {row.size:>{widths[1]}}  {mark}  {row.reason}"
+    return line.rstrip()
+
+
+def _paint(text: str, key: str, color: bool) -> str:
+    if not color or key not in _SGR or not text:
+        return text
+    return f"\x1b[{_SGR[key]}m{text}\x1b[0m"

@@ -1,0 +1,195 @@
+"""The state directory: ``$MINICTR_ROOT`` (default ``/var/lib/minictr``).
+
+    images/<name>/rootfs/          an image's root filesystem (an overlay lowerdir)
+    images/<name>/image.json       its default command, environment and size
+    containers/<id>/upper/         overlay upperdir: what the container wrote
+    containers/<id>/work/          overlay workdir
+    containers/<id>/merged/        the mount point of the overlay (mounted only inside)
+    containers/<id>/state.json     what `ps` and `inspect` show
+    containers/<id>/lock           flock-ed by the runtime while the container runs
+    names/<name> -> ../containers/<id>   claims a name; symlink(2) is atomic, so two runs
+                                         can never get the same name
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from minictr.errors import StepError
+from minictr.spec import ContainerDirs
+
+DEFAULT_ROOT = "/var/lib/minictr"
+
+# Names become directory names, hostnames and parts of overlay's mount options, where "," and
+# ":" are separators: allowing only these characters keeps paths and options unambiguous.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise StepError(
+            "check input",
+            f"invalid {what} {name!r}",
+            hint="use letters, digits, '_', '.' or '-', starting with a letter or digit, "
+            "at most 63 characters",
+        )
+    return name
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        args = " ".join(sys.argv[1:])
+        raise StepError("check privileges", "minictr must run as root",
+                        hint=f"try sudo minictr {args}".rstrip())
+
+
+class Store:
+    """The directories under MINICTR_ROOT, and the rules for names and state files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.images = root / "images"
+        self.containers = root / "containers"
+        self.names = root / "names"
+
+    @classmethod
+    def open(cls) -> Store:
+        """The store named by $MINICTR_ROOT, created (mode 0700) if it is not there yet."""
+        require_root()
+        root = Path(os.environ.get("MINICTR_ROOT") or DEFAULT_ROOT)
+        if not root.is_absolute() or "," in str(root) or ":" in str(root):
+            raise StepError("open state directory", f"MINICTR_ROOT={root} is unusable",
+                            hint="use an absolute path without ',' or ':' (overlay's separators)")
+        store = cls(root)
+        try:
+            for d in (store.images, store.containers, store.names):
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StepError.from_os_error("open state directory", e) from e
+        return store
+
+    # --- containers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(32)  # 64 hex digits, shown as 12, as Docker does
+
+    def new_container(self, cid: str, name: str | None, image: str) -> tuple[ContainerDirs, int]:
+        """Make containers/<id>/{upper,work,merged}, lock it, and claim the name.
+
+        Returns the directories and the fd that holds the run lock: it is taken before the
+        name is, so no `ps` or `prune` ever sees this container without a live owner.
+        Shell: mkdir -p containers/ID/upper containers/ID/work containers/ID/merged
+        """
+        name = name or f"{image}-{cid[:6]}"
+        if (self.names / name).is_symlink():
+            raise StepError("create container", f"the name {name!r} is already in use",
+                            hint=f"remove it (minictr rm {name}) or choose another --name")
+        dirs = ContainerDirs(cid, name, self.containers / cid)
+        for d in (dirs.path, dirs.upper, dirs.work, dirs.merged):
+            d.mkdir(mode=0o700 if d == dirs.path else 0o755)
+        lock = hold_lock(dirs.lock_file)
+        try:
+            os.symlink(f"../containers/{cid}", self.names / name)
+        except FileExistsError:  # another run took the name a moment ago
+            os.close(lock)
+            shutil.rmtree(dirs.path)
+            raise StepError("create container", f"the name {name!r} is already in use",
+                            hint="choose another --name") from None
+        return dirs, lock
+
+    def remove_container(self, dirs: ContainerDirs) -> None:
+        """Free the name, then delete the directory (work/work is mode 000: root may)."""
+        link = self.names / dirs.name
+        if link.is_symlink() and os.readlink(link).endswith(dirs.id):
+            link.unlink()
+        shutil.rmtree(dirs.path, ignore_errors=True)
+
+    def find(self, name_or_id: str) -> ContainerDirs:
+        """A container by name, by full id, or by a unique id prefix (as Docker allows)."""
+        if NAME_PATTERN.fullmatch(name_or_id):
+            link = self.names / name_or_id
+            if link.is_symlink():
+                return self._dirs(self.containers / os.readlink(link).rsplit("/", 1)[-1])
+            if re.fullmatch(r"[0-9a-f]+", name_or_id):
+                matches = [p for p in self.containers.iterdir() if p.name.startswith(name_or_id)]
+                if len(matches) == 1:
+                    return self._dirs(matches[0])
+        raise StepError("find container", f"no such container: {name_or_id}",
+                        hint="list them with: minictr ps -a")
+
+    def all_containers(self) -> Iterator[ContainerDirs]:
+        for path in sorted(self.containers.iterdir()):
+            if (path / "state.json").exists():
+                yield self._dirs(path)
+
+    def _dirs(self, path: Path) -> ContainerDirs:
+        state = read_state(ContainerDirs(path.name, "", path))
+        return ContainerDirs(path.name, str(state.get("name", "")), path)
+
+
+# --- state files and the run lock ----------------------------------------------------------
+
+
+def read_state(dirs: ContainerDirs) -> dict[str, Any]:
+    try:
+        return json.loads(dirs.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(dirs: ContainerDirs, **changes: Any) -> dict[str, Any]:
+    """Update state.json atomically: write a new file, then rename(2) it over the old one."""
+    state = read_state(dirs) | changes
+    tmp = dirs.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, dirs.state_file)
+    return state
+
+
+def hold_lock(lock_file: Path) -> int:
+    """flock(2) ``lock_file`` for as long as this process (and its forks) live.
+
+    The kernel drops the lock when its holders exit, however they exit (even SIGKILL), so
+    "is the lock held?" is the truth about "is it running?": no pid that could be reused.
+    The fd is close-on-exec, so the container's command never holds it.
+    Shell: flock -n LOCKFILE COMMAND            See: flock(2)
+    """
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def is_locked(lock_file: Path) -> bool:
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)
+
+
+def status(dirs: ContainerDirs, state: dict[str, Any]) -> str:
+    """created / running / exited, or dead: state says running but no runtime holds the lock
+    (the runtime was killed; `minictr prune` removes it)."""
+    if is_locked(dirs.lock_file):
+        return "running"
+    recorded = str(state.get("status", "created"))
+    return "dead" if recorded in ("running", "created") else recorded

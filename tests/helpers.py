@@ -1,0 +1,57 @@
+"""Small helpers shared by the root tests: start a container in the background, hash a tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tree_digest(root: Path) -> str:
+    """A hash of every path, type, mode, owner, size, link target and file content."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath, name)
+            st = p.lstat()
+            h.update(f"{p.relative_to(root)} {st.st_mode:o} {st.st_uid} {st.st_gid}\n".encode())
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+            elif p.is_file():
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`minictr ARGS` in the background, stdin and stdout as pipes (no terminal)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "minictr", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The next line the container prints; the container says "ready" when it is. Waiting on
+    its output is the synchronisation: no sleeps."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "the container printed nothing"
+    return proc.stdout.readline().strip()
+
+
+def wait_for_exit_of(pid: int, timeout: float = 30) -> None:
+    """Wait for a process that is not our child: a pidfd becomes readable when it exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"process {pid} is still alive"
+    finally:
+        os.close(fd)
