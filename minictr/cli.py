@@ -93,6 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                    tty=sys.stdin.isatty() and sys.stdout.isatty())
     outcome = container.run(spec)
     sys.stdout.flush()
+    where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)
+    print(f"minictr: {outcome.dirs.name} exited with code {outcome.exit_code}; what it "
+          f"changed, in its upper layer ({where}):", file=sys.stderr)
     print(report.render_tree(outcome.changes, upper_bytes=outcome.upper_bytes,
                              image_bytes=outcome.image.size, image=outcome.image.name,
                              color=report.use_color(sys.stderr)), end="", file=sys.stderr)
@@ -119,8 +122,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
     store = Store.open()
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
-    for dirs in store.all_containers():
-        state = read_state(dirs)
+    containers = [(dirs, read_state(dirs)) for dirs in store.all_containers()]
+    containers.sort(key=lambda c: -float(c[1].get("created") or 0))  # newest first, as Docker
+    for dirs, state in containers:
         now = status(dirs, state)
         if now != "running" and not args.all:
             continue
@@ -207,12 +211,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     from minictr import images
+    from minictr.report import human_size
     from minictr.store import Store
 
     rows = [("NAME", "SIZE", "CREATED")]
     for image in images.all_images(Store.open()):
         created = json.loads((image.rootfs.parent / "image.json").read_text()).get("created")
-        rows.append((image.name, human_bytes(image.size), ago(created)))
+        rows.append((image.name, human_size(image.size), ago(created)))
     for name, size, created in rows:
         print(f"{name:<16} {size:>10}   {created}")
     return 0
@@ -220,21 +225,13 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     from minictr import images
+    from minictr.report import human_size
     from minictr.store import Store
 
     store = Store.open()
     image = images.build(store, args.name)
-    print(f"built {image.name}: {human_bytes(image.size)} in {image.rootfs}")
+    print(f"built {image.name}: {human_size(image.size)} in {image.rootfs}")
     return 0
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,

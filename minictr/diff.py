@@ -83,7 +83,7 @@ def docker_lines(changes: Sequence[Change]) -> list[str]:
     opaque directory is "C" here, and each hidden entry not re-created is a "D".
     """
     kinds: dict[str, str] = {}
-    hidden_paths = {join(c.path, name) for c in changes for name in c.hidden}
+    hidden_paths = {_join(c.path, name) for c in changes for name in c.hidden}
     for c in changes:
         kinds[c.path] = "C" if c.kind == "A" and c.path in hidden_paths else c.kind
     for path in hidden_paths:
@@ -132,7 +132,7 @@ def is_opaque(path: str | Path) -> bool:
     return _xattr(path, OPAQUE_XATTR) == b"y"
 
 
-def join(parent: str, name: str) -> str:
+def _join(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
@@ -170,10 +170,10 @@ def _scan_dir(
     still shows (top-most first); ``hidden`` the names an opaque ``upper_dir`` hides.
     """
     changes: list[Change] = []
-    with os.scandir(upper_dir) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        changes += _scan_entry(entry, join(path, entry.name), lower_dirs, entry.name in hidden)
+    with os.scandir(upper_dir) as entries:
+        for entry in entries:
+            here = _join(path, entry.name)
+            changes += _scan_entry(entry, here, lower_dirs, entry.name in hidden)
     return changes
 
 
@@ -297,15 +297,23 @@ def _dir(
     if not stat.S_ISDIR(lower_st.st_mode):
         reason = _type_changed(lower_st, st)
     elif opaque:
-        n = len(hidden)
-        what = f"hides the image's {n} {'entry' if n == 1 else 'entries'}"
-        reason = ", ".join([f"opaque: removed and made again; {what}", *owner])
+        reason = ", ".join([_opaque(hidden), *owner])
     else:
         # A directory's mtime changes with every entry made or removed in it, so it says
         # nothing new when changes below are listed anyway.
         parts = ["holds changes below", *owner] if has_changes_below else _metadata(lower_st, st)
         reason = _copied_up(parts) if parts else "copied up from the image, but nothing differs"
     return Change(path, "C", "dir", 0, opaque, reason, hidden)
+
+
+def _opaque(hidden: tuple[str, ...]) -> str:
+    """Overlay marks a directory opaque when it is made where the image's one was removed."""
+    if not hidden:
+        return "opaque: removed and made again; the image's dir was empty"
+    n = len(hidden)
+    return (
+        f"opaque: removed and made again; hides the image's {n} {'entry' if n == 1 else 'entries'}"
+    )
 
 
 def _changed(

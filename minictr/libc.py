@@ -49,14 +49,17 @@ def unshare(flags: int) -> None:
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    """Join the namespace that ``fd`` (a /proc/PID/ns/* file) refers to. See setns(2); shell: ``nsenter``."""
+    """Join the namespace ``fd`` (a /proc/PID/ns/* file) refers to. See setns(2); ``nsenter``."""
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
 
 
 def mount(
     source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    """Attach a filesystem at ``target``. See mount(2); shell: ``mount -t FSTYPE -o DATA SOURCE TARGET``."""
+    """Attach a filesystem at ``target``. See mount(2).
+
+    Shell: mount -t FSTYPE -o DATA SOURCE TARGET
+    """
     _check(
         _libc.mount(
             source.encode(),

@@ -3,13 +3,16 @@
 The tree is for people learning copy-on-write: one line per upperdir entry, under its
 parent like ``tree`` draws it, with its size, its mark, and why it is there::
 
-    ├── etc/                C    copied up from the image: holds changes below
-    │   ├── hosts    11 B   C    copied up from the image: content changed (6 → 11 bytes)
-    │   └── motd            D    whiteout (char 0:0) hides the image's file
-    upper: 27 B in 9 entries · image busybox: 2.1 MiB shared, unchanged
+    ├── etc/             C    copied up from the image: holds changes below
+    │   ├── group  53 B  C    copied up from the image: content changed (48 → 53 bytes)
+    │   └── passwd       D    whiteout (char 0:0) hides the image's file
+    └── home/            C O  opaque: removed and made again; hides the image's 2 entries
+        ├── alice        D    hidden by the opaque dir above: no whiteout needed
+        └── bob          D    hidden by the opaque dir above: no whiteout needed
+    upper: 144 B in 12 entries · image busybox: 1.9 MiB shared, unchanged
 
-Entries an opaque directory hides are drawn under it too, marked ``D``: they are gone from
-the container although no whiteout exists for them.
+``O`` marks an opaque directory. The entries it hides are drawn under it too, marked ``D``:
+they are gone from the container although no whiteout exists for them.
 
 Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org).
 """

@@ -62,9 +62,9 @@ fi
 # the Vagrant box) or by another Python cannot run here, so it is made again.
 want=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 have=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-if [[ $have != "$want" ]]; then
+if [[ $have != "$want" ]] || ! grep -qx 'home = /usr/bin' "$venv/pyvenv.cfg" 2>/dev/null; then
     if [[ -e $venv ]]; then
-        say "venv: .venv does not run with $python ($want), making it again"
+        say "venv: .venv was not made by $python ($want), making it again"
     else
         say "venv: making .venv with $python ($want)"
     fi

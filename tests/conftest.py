@@ -206,7 +206,11 @@ class Snapshot:
     def leaks_since(self, before: Snapshot) -> list[str]:
         """One line for each thing that is here now and was not before."""
         lines = []
-        for point in sorted((self.mounts - before.mounts).elements()):
+        new_mounts = self.mounts - before.mounts
+        # The first `ip netns add` (or pyroute2's netns.create) on a machine bind-mounts
+        # /run/netns on itself, shared, and leaves it there for good, as it should: not a leak.
+        new_mounts.pop("/run/netns", None)
+        for point in sorted(new_mounts.elements()):
             lines.append(f"mount: {point} ({self.mount_info[point]})")
         lines += [f"cgroup: {path}" for path in sorted(self.cgroups - before.cgroups)]
         lines += [f"network link: {name}" for name in sorted(self.links - before.links)]
@@ -243,11 +247,11 @@ NOT_FOR_UPPERDIR = {"overlay", "nfs", "nfs4", "vboxsf", "9p", "virtiofs", "cifs"
 
 
 @pytest.fixture
-def minictr_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def minictr_root(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh MINICTR_ROOT for one test, on the real disk (/var/tmp: not tmpfs), then removed.
 
     Not removed if something is still mounted under it: rmtree would delete through the
-    mount. The test fails instead, naming the mounts.
+    mount. The leak check names those mounts; outside a root test, this fixture does.
     """
     root = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="minictr-test-"))
     fstype = fstype_of(root)
@@ -257,7 +261,9 @@ def minictr_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("MINICTR_ROOT", str(root))
     yield root
     if mounted := mounts_under(root):
-        pytest.fail(f"still mounted under {root}, so it was not removed: {mounted}", pytrace=False)
+        if request.node.get_closest_marker("root") is None:
+            pytest.fail(f"still mounted under {root}, so not removed: {mounted}", pytrace=False)
+        return
     shutil.rmtree(root)  # root removes the d--------- work/work directories too
 
 

@@ -330,6 +330,21 @@ def test_opaque_directory_lists_what_it_hides(layers: tuple[Path, Path]) -> None
 
 
 @pytest.mark.root
+def test_opaque_directory_over_an_empty_one(layers: tuple[Path, Path]) -> None:
+    upper, lower = layers
+    (lower / "home").mkdir()
+    (upper / "home").mkdir()
+    make_opaque(upper / "home")
+    write(upper / "home" / "fresh", "")
+
+    changes = scan(upper, [lower])
+    assert (
+        only(changes, "/home").reason == "opaque: removed and made again; the image's dir was empty"
+    )
+    assert docker_lines(changes) == ["C /home", "A /home/fresh"]
+
+
+@pytest.mark.root
 def test_opaque_directory_without_a_lower_is_just_new(layers: tuple[Path, Path]) -> None:
     upper, lower = layers
     (upper / "fresh").mkdir()

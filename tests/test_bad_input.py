@@ -1,0 +1,93 @@
+"""Bad input gets one clear line on stderr, exit 125, and changes nothing in MINICTR_ROOT."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import tree_digest
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def built(minictr, minictr_root):
+    """A store with the busybox image and one exited container called `taken`."""
+    minictr("run", "--name", "taken", "busybox", "true", check=True)
+    return minictr_root
+
+
+def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 125, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("minictr: ")
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "nosuchimage"], ["no such image", "minictr images"]),
+        (["run", "../etc", "true"], ["invalid image name"]),
+        (["run", "busy,box", "true"], ["invalid image name"]),
+        (["run", "--name", "../escape", "busybox"], ["invalid container name"]),
+        (["run", "--name", "a,b", "busybox"], ["invalid container name"]),
+        (["run", "--name", "a:b", "busybox"], ["invalid container name"]),
+        (["run", "--name=-dash", "busybox"], ["invalid container name"]),
+        (["run", "--name", "", "busybox"], ["invalid container name"]),
+        (["run", "--name", "x" * 64, "busybox"], ["invalid container name"]),
+        (["run", "--name", "taken", "busybox"], ["already in use", "minictr rm taken"]),
+        (["run", "--hostname", "bad host", "busybox"], ["invalid hostname"]),
+        (["run", "-e", "=value", "busybox"], ["invalid environment variable"]),
+        (["run", "--bogus", "busybox"], ["unrecognized arguments"]),
+        (["run"], ["required"]),
+        (["frobnicate"], ["invalid choice"]),
+        (["image", "build", "nosuch"], ["invalid choice"]),
+        (["diff", "nosuch"], ["no such container", "minictr ps -a"]),
+        (["inspect", "taken", "nosuch"], ["no such container"]),
+        (["rm", "taken", "nosuch"], ["no such container"]),
+    ],
+)
+def test_refused_and_nothing_changed(minictr, built, args, words):
+    before = tree_digest(built)
+    refused(minictr(*args), *words)
+    assert tree_digest(built) == before
+
+
+def test_not_root(minictr_root):
+    env = {**os.environ, "MINICTR_ROOT": str(minictr_root / "store")}
+    result = subprocess.run(
+        [sys.executable, "-m", "minictr", "run", "busybox"],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+        user=65534, group=65534, extra_groups=[], cwd="/",
+    )
+    refused(result, "must run as root", "try sudo minictr run busybox")
+    assert not (minictr_root / "store").exists()
+
+
+def test_upper_on_overlayfs_is_refused(minictr, tmp_path_factory):
+    base = Path(tmp_path_factory.mktemp("ovl", numbered=True))
+    for d in ("lower", "upper", "work", "merged"):
+        (base / d).mkdir()
+    merged = base / "merged"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work", merged],
+                   check=True)
+    try:
+        result = minictr("run", "busybox", "true", env={"MINICTR_ROOT": str(merged / "state")})
+        refused(result, "overlay cannot use", "MINICTR_ROOT")
+        assert list((merged / "state" / "containers").iterdir()) == []
+    finally:
+        subprocess.run(["umount", merged], check=True)
+
+
+def test_unusable_state_directory(minictr):
+    refused(minictr("ps", env={"MINICTR_ROOT": "relative/path"}), "MINICTR_ROOT")
+    refused(minictr("ps", env={"MINICTR_ROOT": "/var/tmp/a,b"}), "MINICTR_ROOT")
+    assert not Path("/var/tmp/a,b").exists()
