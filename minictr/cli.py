@@ -43,6 +43,8 @@ def build_parser() -> Parser:
                      help="set an environment variable (KEY alone: take it from the host)")
     run.add_argument("--explain", action="store_true",
                      help="print every step with the shell command that does the same")
+    run.add_argument("--step", action="store_true",
+                     help="as --explain, and wait for Enter before each step")
     run.add_argument("image", metavar="IMAGE")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
     ps = verbs.add_parser("ps", help="list running containers")
@@ -54,6 +56,18 @@ def build_parser() -> Parser:
     rm = verbs.add_parser("rm", help="remove stopped containers")
     rm.add_argument("containers", nargs="+", metavar="NAME")
     verbs.add_parser("prune", help="remove all stopped containers and what crashed runs left")
+    layers = verbs.add_parser("layers", help="the merged tree, each entry with the layer it "
+                              "comes from")
+    layers.add_argument("container", metavar="NAME")
+    layers.add_argument("--path", default="/", help="only this subtree (default: /)")
+    demo = verbs.add_parser("demo", help="live demonstrations for teaching")
+    demo_verbs = demo.add_subparsers(dest="demo_verb", required=True, metavar="DEMO",
+                                     parser_class=Parser)
+    overlay = demo_verbs.add_parser("overlay", help="the OverlayFS experiment, step by step")
+    overlay.add_argument("--dir", help="where to make lower/upper/work/merged "
+                         "(default: a new directory under the current one)")
+    overlay.add_argument("--pause", action="store_true", help="wait for Enter between steps")
+    overlay.add_argument("--cleanup", action="store_true", help="remove the directory at the end")
     verbs.add_parser("images", help="list images")
     image = verbs.add_parser("image", help="manage images")
     image_verbs = image.add_subparsers(dest="image_verb", required=True, metavar="COMMAND",
@@ -86,8 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.hostname is not None and not HOSTNAME_PATTERN.fullmatch(args.hostname):
         raise StepError("check input", f"invalid hostname {args.hostname!r}",
                         hint="use letters, digits, '-' and '.', at most 64 characters")
-    if args.explain:
-        explain_to(sys.stderr)
+    if args.explain or args.step:
+        explain_to(sys.stderr, pause=args.step)
     spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
                    hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
                    tty=sys.stdin.isatty() and sys.stdout.isatty())
@@ -209,6 +223,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_layers(args: argparse.Namespace) -> int:
+    from minictr import layers, report
+    from minictr.store import Store, read_state
+
+    dirs = Store.open().find(args.container)
+    lowers = [Path(p) for p in read_state(dirs).get("lower", [])]
+    print(layers.render(dirs.upper, lowers, args.path, color=report.use_color(sys.stdout)),
+          end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from minictr import demo
+    from minictr.store import require_root
+
+    require_root()
+    demo.overlay_demo(Path(args.dir) if args.dir else None, pause=args.pause,
+                      cleanup=args.cleanup)
+    return 0
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from minictr import images
     from minictr.report import human_size
@@ -235,4 +270,5 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,
-            "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image}
+            "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image,
+            "layers": cmd_layers, "demo": cmd_demo}

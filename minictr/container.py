@@ -104,6 +104,8 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs) -> int | No
         data, fds = message
         if "pid" in data:
             write_state(dirs, pid=child.init_pid)
+            note(f"the container's init is PID {child.init_pid} on the host: look at it with "
+                 f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
         if "error" in data:
             for fd in fds:
                 os.close(fd)

@@ -13,6 +13,7 @@ the step, the errno and, where we know one, a hint that says what to do.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from types import TracebackType
@@ -21,17 +22,34 @@ from typing import TextIO
 from minictr.errors import StepError
 
 _explain_to: TextIO | None = None
+_pause = False  # --step: wait for Enter before each step
 _short_names: dict[str, str] = {}  # long path -> "$NAME", so the shell lines stay readable
 
 
-def explain_to(stream: TextIO | None) -> None:
-    """Print every step to ``stream`` from now on (``None``: stay quiet).
+def explain_to(stream: TextIO | None, *, pause: bool = False) -> None:
+    """Print every step to ``stream`` from now on (``None``: stay quiet); with ``pause``
+    (--step), wait for Enter on stdin before each one.
 
     The setting is a module global on purpose: the container's init is a fork of the
-    runtime, so it inherits it and explains its own steps on the same stream.
+    runtime, so it inherits it and explains (and pauses at) its own steps the same way.
     """
-    global _explain_to
+    global _explain_to, _pause
     _explain_to = stream
+    _pause = pause and stream is not None
+
+
+def wait_for_enter() -> None:
+    """Read one line from fd 0, a byte at a time: the runtime, the shim and init all share
+    stdin, and a buffered read would swallow lines meant for a later step or the command.
+    At end-of-file, go on without waiting (so `--step </dev/null` runs straight through)."""
+    assert _explain_to is not None
+    print("minictr:    [--step] press Enter to run it ", end="", file=_explain_to, flush=True)
+    while (byte := os.read(0, 1)) not in (b"\n", b""):
+        pass
+    if not byte:
+        print("(end of input)", file=_explain_to, flush=True)
+    elif not os.isatty(0):
+        print(file=_explain_to, flush=True)  # a terminal echoed the Enter; a pipe did not
 
 
 def define(name: str, value: object) -> None:
@@ -69,6 +87,8 @@ class step:  # lower case: it reads like a function, `with step(...):`
             for line in _shorten(self.shell).splitlines():
                 print(f"minictr:      $ {line}", file=_explain_to)
             _explain_to.flush()
+            if _pause:
+                wait_for_enter()
         return self
 
     def __exit__(

@@ -182,6 +182,14 @@ def minictr_processes() -> set[Proc]:
     return found
 
 
+def state_dirs() -> set[str]:
+    """Test state roots under /var/tmp, and containers in the real default root, which a
+    test must never touch (each test has its own MINICTR_ROOT)."""
+    found = {f"/var/tmp/{n}" for n in _listdir("/var/tmp") if n.startswith("minictr-test-")}
+    found |= {f"/var/lib/minictr/containers/{n}" for n in _listdir("/var/lib/minictr/containers")}
+    return found
+
+
 @dataclass(frozen=True)
 class Snapshot:
     mounts: Counter[str]  # a Counter: a second mount on the same point is new too
@@ -190,6 +198,7 @@ class Snapshot:
     links: set[str]
     netns: set[str]
     processes: set[Proc]
+    state_dirs: set[str]  # test MINICTR_ROOTs, and containers in the default root
 
     @classmethod
     def take(cls) -> Snapshot:
@@ -201,6 +210,7 @@ class Snapshot:
             links=_listdir("/sys/class/net"),
             netns=_listdir("/run/netns"),
             processes=minictr_processes(),
+            state_dirs=state_dirs(),
         )
 
     def leaks_since(self, before: Snapshot) -> list[str]:
@@ -217,6 +227,7 @@ class Snapshot:
         lines += [f"network namespace: /run/netns/{n}" for n in sorted(self.netns - before.netns)]
         new = sorted(self.processes - before.processes, key=lambda p: p.pid)
         lines += [f"process: {proc}" for proc in new]
+        lines += [f"state directory: {d}" for d in sorted(self.state_dirs - before.state_dirs)]
         return lines
 
 

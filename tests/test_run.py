@@ -179,13 +179,15 @@ def test_ps_inspect_rm(minictr, minictr_root):
     assert list((minictr_root / "containers").iterdir()) == []
 
 
-def test_sigterm_to_the_runtime_reaches_the_container(minictr_root):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_to_the_runtime_reach_the_container(minictr_root, signum):
+    name = signal.Signals(signum).name[3:]
     proc = start("run", "--rm", "busybox", "sh", "-c",
-                 "trap 'echo got-term; exit 42' TERM; echo ready; sleep 1000 & wait")
+                 f"trap 'echo got-{name}; exit 42' {name}; echo ready; sleep 1000 & wait")
     assert read_line(proc) == "ready"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=30)
-    assert "got-term" in out
+    assert f"got-{name}" in out
     assert proc.returncode == 42
 
 

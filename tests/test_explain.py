@@ -1,0 +1,72 @@
+"""--explain and --step: every step of the run, in order, with its shell equivalent."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+# The run, in the order the issue and the tutorial give it: (words of the step, shell, where).
+STEPS = [
+    ("upper, work and merged", "mkdir -p $C/upper $C/work $C/merged", "minictr.container.run"),
+    ("unshare namespaces", "unshare --mount --uts --ipc --pid --net --cgroup --fork",
+     "minictr.namespaces._shim"),
+    ("mount private", "mount --make-rprivate /", "minictr.rootfs.make_mounts_private"),
+    ("overlay", "mount -t overlay overlay -o lowerdir=$IMAGE,upperdir=$C/upper,workdir=$C/work,"
+     "redirect_dir=off,metacopy=off,index=off $C/merged", "minictr.overlay.mount_overlay"),
+    ("/proc", "mount -t proc -o nosuid,nodev,noexec proc $C/merged/proc",
+     "minictr.rootfs.mount_proc"),
+    ("/dev", "mount -t tmpfs", "minictr.rootfs.mount_dev"),
+    ("devpts", "mount -t devpts -o newinstance", "minictr.rootfs.mount_dev"),
+    ("/dev/shm", "mount -t tmpfs -o nosuid,nodev,mode=1777 shm", "minictr.rootfs.mount_dev"),
+    ("/sys read-only", "mount -t sysfs -o ro,", "minictr.rootfs.mount_sys"),
+    ("pivot_root", "cd $C/merged && pivot_root . . && umount -l . && cd /",
+     "minictr.rootfs.pivot_into"),
+    ("hostname", "hostname shown", "minictr.container.set_hostname"),
+    ("exec the command as PID 1", "exec env -i PATH=", "minictr.container.exec_command"),
+]
+
+
+def step_lines(stderr: str) -> list[tuple[str, str, str]]:
+    """(step title, first shell line, module.function) for each `=> ` line."""
+    found = []
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"minictr: => (.*)  \[(.*)\]$", line)
+        if m:
+            shell = re.sub(r"^minictr:\s+\$ ", "", lines[i + 1])
+            found.append((m.group(1), shell, m.group(2)))
+    return found
+
+
+def test_explain_prints_every_step_in_order(minictr):
+    minictr("image", "build", "busybox", check=True)  # or building it is the first step
+    r = minictr("run", "--rm", "--explain", "--name", "shown", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    seen = step_lines(r.stderr)[: len(STEPS)]
+    assert len(seen) == len(STEPS), r.stderr
+    for (words, shell, where), (title, shown_shell, shown_where) in zip(STEPS, seen, strict=True):
+        assert all(w in title for w in words.split() if w not in ("mount",)), (words, title)
+        assert shown_shell.startswith(shell), (shell, shown_shell)
+        assert shown_where == where
+    assert "$ C=" in r.stderr and "$ IMAGE=" in r.stderr  # the long paths, defined once
+
+
+def test_explain_is_quiet_without_the_flag(minictr):
+    r = minictr("run", "--rm", "busybox", "true")
+    assert "=>" not in r.stderr
+
+
+def test_step_waits_for_a_line_before_each_step(minictr):
+    # One Enter per step before the exec, then a line that belongs to the container: it must
+    # reach `cat` whole, so the pauses read stdin a byte at a time and share it fairly.
+    minictr("image", "build", "busybox", check=True)
+    r = minictr("run", "--rm", "--step", "busybox", "cat",
+                input="\n" * len(STEPS) + "for the container\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "for the container\n"
+    before_exec = r.stderr.split("exec the command as PID 1")[0]
+    assert before_exec.count("press Enter") == len(STEPS) - 1
+    assert step_lines(r.stderr)[: len(STEPS)] and "(end of input)" in r.stderr
