@@ -152,8 +152,10 @@ def measure(contenders: Sequence[Contender], env: dict[str, str], runs: int,
             elapsed = time_once(c.argv(n), env)
             if r >= warmups:
                 samples[c.key].append(elapsed)
-        print(f"\rround {r + 1}/{warmups + runs}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if sys.stderr.isatty():
+            print(f"\rround {r + 1}/{warmups + runs}", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     return {key: summarize(s) for key, s in samples.items()}
 
 
@@ -164,6 +166,7 @@ def measure(contenders: Sequence[Contender], env: dict[str, str], runs: int,
 class Imported:
     name: str
     importer: str  # the module whose import statement loaded it ("" when at the top)
+    self_us: int  # its own top-level code (for minictr.libc: also the ldconfig it runs)
     cumulative_us: int
 
 
@@ -174,11 +177,11 @@ def parse_importtime(stderr: str) -> list[Imported]:
     for line in stderr.splitlines():
         m = re.fullmatch(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)", line)
         if m:
-            rows.append((len(m.group(3)), m.group(4), int(m.group(2))))
+            rows.append((len(m.group(3)), m.group(4), int(m.group(1)), int(m.group(2))))
     found = []
-    for i, (depth, name, cumulative) in enumerate(rows):
-        importer = next((n for d, n, _ in rows[i + 1:] if d < depth), "")
-        found.append(Imported(name, importer, cumulative))
+    for i, (depth, name, own, cumulative) in enumerate(rows):
+        importer = next((n for d, n, _, _ in rows[i + 1:] if d < depth), "")
+        found.append(Imported(name, importer, own, cumulative))
     return found
 
 
@@ -201,7 +204,7 @@ def imports_of_run(env: dict[str, str]) -> tuple[float, dict[str, Imported]]:
         for name, imp in seen.items():
             per_module.setdefault(name, []).append(imp)
     merged = {
-        name: Imported(name, imps[0].importer,
+        name: Imported(name, imps[0].importer, int(statistics.median(i.self_us for i in imps)),
                        int(statistics.median(i.cumulative_us for i in imps)))
         for name, imps in per_module.items()
     }
@@ -222,11 +225,25 @@ def machine(runc_namespaces: list[str], root: Path) -> list[tuple[str, str]]:
         ("Python", f"{platform.python_version()} ({PYTHON})"),
         ("runc", sh([RUNC, "--version"]).splitlines()[0].removeprefix("runc version ")),
         ("unshare", sh(["unshare", "--version"]).strip().rsplit(" ", 1)[-1]),
-        ("filesystem of MINICTR_ROOT", sh(["stat", "-f", "-c", "%T", str(root)]).strip()),
+        ("filesystem of MINICTR_ROOT", filesystem_of(root)),
+        ("bytecode (.pyc)", "cached, as after `pip install` or a first `sudo minictr` "
+         "(PYTHONPYCACHEPREFIX in the bench's directory)"),
         ("cgroup version", "2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "1"),
         ("load average at the start", Path("/proc/loadavg").read_text().split()[0]),
         ("runc's namespaces", ", ".join(runc_namespaces)),
     ]
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the mount that holds ``path``: the longest mount point above it."""
+    best, kind = "", "?"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point, fstype = fields[4], fields[fields.index("-") + 1]
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
+    return f"{kind} (mounted on {best})"
 
 
 def report(contenders: Sequence[Contender], timings: dict[str, Timing], runs: int,
@@ -251,7 +268,8 @@ def report(contenders: Sequence[Contender], timings: dict[str, Timing], runs: in
                                                            "minictr"))
     parts = [
         ("the interpreter, without `site` (`python -S -c pass`)", floor_s),
-        ("`site` and the venv (`python -c pass` − the above)", floor - floor_s),
+        ("`site`: the venv and its .pth files (`python -c pass` − the above)",
+         floor - floor_s),
         ("importing what `run` uses (`python -c 'import …'` − `python -c pass`)",
          imports - floor),
         ("the run itself: namespaces, mounts, exec, wait, diff, --rm (the rest)", run - imports),
@@ -265,14 +283,14 @@ def report(contenders: Sequence[Contender], timings: dict[str, Timing], runs: in
                    key=lambda i: -i.cumulative_us)[:10]
     ours = sorted((i for i in imported.values() if i.name.startswith("minictr")),
                   key=lambda i: -i.cumulative_us)[:6]
-    checks = "; ".join(f"`{m}` {'**imported (it must not be)**' if m in imported else 'not imported'}"
-                       for m in MUST_NOT_IMPORT)
+    checks = "; ".join(f"`{m}` **imported (it must not be)**" if m in imported
+                       else f"`{m}` not imported" for m in MUST_NOT_IMPORT)
     out += ["", f"Imports of `minictr run` (`python -X importtime`, median of {IMPORTTIME_RUNS} "
             f"runs; importtime itself slows imports down): {import_ms:.1f} ms in all, "
             f"{len(imported)} modules. {checks}.", "",
-            "| module | imported by | cumulative ms |", "|---|---|---:|"]
-    out += [f"| `{i.name}` | `{i.importer or '(top level)'}` | {i.cumulative_us / 1000:.1f} |"
-            for i in [*ours, *heavy]]
+            "| module | first imported by | self ms | cumulative ms |", "|---|---|---:|---:|"]
+    out += [f"| `{i.name}` | `{i.importer or '(top level)'}` | {i.self_us / 1000:.1f} "
+            f"| {i.cumulative_us / 1000:.1f} |" for i in [*ours, *heavy]]
     out += ["", "| machine | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in about]
     return "\n".join(out) + "\n"
@@ -322,7 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No ',' or ':' in the name (minictr's rule, for overlay's options): mkdtemp has neither.
     base = Path(tempfile.mkdtemp(prefix="minictr-bench-", dir="/var/tmp"))
     root, bundle, runc_root = base / "root", base / "bundle", base / "runc"
-    env = {**os.environ, "MINICTR_ROOT": str(root)}
+    # As `sudo` runs it: no PYTHON* variables from the caller's shell (PYTHONDONTWRITEBYTECODE
+    # would make every run compile minictr again). Bytecode goes to our own directory, so
+    # nothing is written into the source tree; the warm-ups fill it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"MINICTR_ROOT": str(root), "PYTHONPYCACHEPREFIX": str(base / "pycache")}
     try:
         rootfs = build_image(env, root)
         runc_namespaces = make_bundle(bundle, rootfs)

@@ -259,12 +259,12 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from minictr import images
+    from minictr import recipes
     from minictr.report import human_size
     from minictr.store import Store
 
     store = Store.open()
-    image = images.build(store, args.name)
+    image = recipes.build(store, args.name)
     print(f"built {image.name}: {human_size(image.size)} in {image.rootfs}")
     return 0
 

@@ -150,11 +150,11 @@ def _xattr(path: str | Path, name: str) -> bytes | None:
         raise
 
 
-def _ftype(mode: int) -> str:
+def ftype_of(mode: int) -> str:
     return _FTYPES[stat.S_IFMT(mode)]
 
 
-def _noun(ftype: str) -> str:
+def noun(ftype: str) -> str:
     return _NOUNS.get(ftype, ftype)
 
 
@@ -255,8 +255,8 @@ def _deleted(path: str, lower: _Lower | None) -> Change:
         # Overlay only makes whiteouts over something; a hand-made upper may have others.
         reason = "whiteout (char 0:0), but no image layer has this path"
         return Change(path, "D", "chardev", 0, False, reason)
-    ftype = _ftype(lower[1].st_mode)
-    reason = f"whiteout (char 0:0) hides the image's {_noun(ftype)}"
+    ftype = ftype_of(lower[1].st_mode)
+    reason = f"whiteout (char 0:0) hides the image's {noun(ftype)}"
     if ftype == "dir":
         reason += " and all below it"
     return Change(path, "D", ftype, 0, False, reason)
@@ -265,14 +265,14 @@ def _deleted(path: str, lower: _Lower | None) -> Change:
 def _non_dir(
     upper_path: Path, path: str, st: os.stat_result, lower: _Lower | None, replaces_hidden: bool
 ) -> Change:
-    ftype = _ftype(st.st_mode)
+    ftype = ftype_of(st.st_mode)
     size = st.st_size if ftype in ("file", "symlink") else 0
     if lower is not None:
         return Change(path, "C", ftype, size, False, _changed(upper_path, st, *lower))
     if replaces_hidden:
-        reason = f"new {_noun(ftype)}; the image's one stays hidden by the opaque dir"
+        reason = f"new {noun(ftype)}; the image's one stays hidden by the opaque dir"
     elif _xattr(upper_path, ORIGIN_XATTR) is not None:
-        reason = f"new name for an image {_noun(ftype)}: copied up, then moved or linked"
+        reason = f"new name for an image {noun(ftype)}: copied up, then moved or linked"
     else:
         reason = f"new {_describe(upper_path, st)}"
     return Change(path, "A", ftype, size, False, reason)
@@ -320,7 +320,7 @@ def _changed(
     upper_path: Path, st: os.stat_result, lower_path: Path, lower_st: os.stat_result
 ) -> str:
     """Why a non-directory the image has is in upper: what differs from the image's one."""
-    if _ftype(st.st_mode) != _ftype(lower_st.st_mode):
+    if ftype_of(st.st_mode) != ftype_of(lower_st.st_mode):
         return _type_changed(lower_st, st)
     content = _content_change(upper_path, st, lower_path, lower_st)
     if content:
@@ -337,7 +337,7 @@ def _copied_up(parts: list[str]) -> str:
 
 
 def _type_changed(lower_st: os.stat_result, st: os.stat_result) -> str:
-    old, new = _noun(_ftype(lower_st.st_mode)), _noun(_ftype(st.st_mode))
+    old, new = noun(ftype_of(lower_st.st_mode)), noun(ftype_of(st.st_mode))
     return f"type changed: the image's {old} is now a {new}"
 
 
@@ -383,12 +383,12 @@ def _metadata(old: os.stat_result, new: os.stat_result, *, with_mtime: bool = Tr
 
 def _describe(upper_path: Path, st: os.stat_result) -> str:
     """'file', 'symlink to hosts', 'char device 1:3', ..."""
-    ftype = _ftype(st.st_mode)
+    ftype = ftype_of(st.st_mode)
     if ftype == "symlink":
         return f"symlink to {os.readlink(upper_path)}"
     if ftype in ("chardev", "blockdev"):
-        return f"{_noun(ftype)} {_devno(st)}"
-    return _noun(ftype)
+        return f"{noun(ftype)} {_devno(st)}"
+    return noun(ftype)
 
 
 def _devno(st: os.stat_result) -> str:

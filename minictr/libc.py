@@ -9,10 +9,10 @@ handle one kind of failure. The flag values come from <linux/sched.h> and <sys/m
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# By its soname: ctypes.util.find_library("c") would run `ldconfig -p` on every start.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # Namespace flags for unshare(2) and setns(2), from <linux/sched.h>.
 CLONE_NEWNS = 0x00020000  # mount namespace         (unshare --mount)

@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -82,7 +81,7 @@ class Store:
 
     @staticmethod
     def new_id() -> str:
-        return secrets.token_hex(32)  # 64 hex digits, shown as 12, as Docker does
+        return os.urandom(32).hex()  # 64 hex digits, shown as 12, as Docker does
 
     def new_container(self, cid: str, name: str | None, image: str) -> tuple[ContainerDirs, int]:
         """Make containers/<id>/{upper,work,merged}, lock it, and claim the name.

@@ -71,10 +71,15 @@ if [[ $have != "$want" ]] || ! grep -qx 'home = /usr/bin' "$venv/pyvenv.cfg" 2>/
     "$python" -m venv --clear "$venv"
     changed+=("venv")
 fi
-# Editable: minictr finds the repo's images/ recipes relative to its own source.
+# Editable: minictr finds the repo's images/ recipes relative to its own source. The "compat"
+# mode is a plain .pth path entry; the default mode installs an import hook that costs every
+# `minictr run` about 10 ms at start-up (see bench/README.md). compileall writes the bytecode
+# now, so the first run does not pay for compiling.
 if [[ ! -e $stamp || $repo/pyproject.toml -nt $stamp || ! -x $venv/bin/minictr ]]; then
-    say "venv: pip install -e '.[test]'"
-    "$venv/bin/pip" install -q --disable-pip-version-check -e "${repo}[test]"
+    say "venv: pip install -e '.[test]' (editable_mode=compat)"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "${repo}[test]" \
+        --config-settings editable_mode=compat
+    "$venv/bin/python" -m compileall -q "$repo/minictr"
     touch "$stamp"
     changed+=("pip install")
 else

@@ -26,6 +26,9 @@ blocks, and it knows nothing of temp dirs, MINICTR_ROOT, sudo or leftover mounts
   fails if the chapter left anything mounted. The directory is removed only when nothing is
   mounted under it (rmtree would otherwise walk into the mounts).
 
+``@pytest.mark.root`` (tests/conftest.py): skipped without root, failed instead with CI=true,
+and checked there for leaks (mounts, processes, state directories) like every root test.
+
 ``sudo``: the test needs root, and as root it ALWAYS puts a ``sudo`` shim first on PATH,
 even where a real sudo exists. Real sudo resets the environment (env_reset, secure_path),
 so ``sudo minictr ...`` would lose MINICTR_ROOT and write to /var/lib/minictr of the machine
@@ -35,6 +38,7 @@ running the tests, and would not find the minictr of this checkout. The shim is 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
@@ -57,6 +61,7 @@ RUN_SYNTAX = "bash"  # blocks that are commands; every one of them is run or ski
 SHOWN_SYNTAXES = {"text", "json"}  # output shown to the reader, never run
 SKIP_MARK = re.compile(r'pytest\.mark\.skip\(reason="[^"]+"\)')
 NAMED_FUNCTION = re.compile(r"`(minictr(?:\.\w+)+)`")
+NOT_FOR_UPPERDIR = {"overlay", "nfs", "nfs4", "vboxsf", "9p", "virtiofs", "cifs", "smb3"}
 
 SUDO_SHIM = """\
 #!/bin/sh
@@ -88,18 +93,6 @@ def is_skipped(block: CodeBlock) -> bool:
     return any(SKIP_MARK.fullmatch(mark) for mark in block.marks)
 
 
-def require_root() -> None:
-    """Skip without root, except in CI, where a skipped tutorial would hide a broken one.
-
-    A local check for now; the lead centralises the root marker's policy later.
-    """
-    if os.geteuid() == 0:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true: the tutorial must run as root in CI, not be skipped")
-    pytest.skip("needs root (mount, namespaces): run the tests with sudo")
-
-
 # --- the runner ------------------------------------------------------------------------
 
 
@@ -125,16 +118,18 @@ def unmount_all(points: list[str]) -> None:
 
 def fresh_base() -> Path:
     parent = Path(os.environ.get("MINICTR_TEST_TMPDIR", "/var/tmp"))
-    base = Path(tempfile.mkdtemp(prefix="minictr-tutorial-", dir=parent))
+    # "minictr-test-": the prefix conftest's leak check knows, should one be left behind
+    base = Path(tempfile.mkdtemp(prefix="minictr-test-tutorial-", dir=parent))
     fstype = subprocess.run(
         ["findmnt", "--noheadings", "--output", "FSTYPE", "--target", str(base)],
         capture_output=True, text=True,
     ).stdout.strip()
-    if fstype == "overlay":
-        shutil.rmtree(base)
+    if fstype in NOT_FOR_UPPERDIR or fstype.startswith("fuse"):
+        base.rmdir()
         pytest.fail(
-            f"{parent} is on overlayfs, which cannot hold an upperdir: "
-            "set MINICTR_TEST_TMPDIR to a directory on a disk filesystem (ext4, xfs, btrfs)"
+            f"{parent} is on {fstype}, which overlay cannot use as upperdir: set "
+            "MINICTR_TEST_TMPDIR to a directory on a disk filesystem (ext4, xfs, btrfs)",
+            pytrace=False,
         )
     return base
 
@@ -170,7 +165,7 @@ def driver_script(blocks: list[CodeBlock], run_dir: Path) -> str:
     lines = ["set -o errexit -o pipefail", f"trap {shlex.quote(on_error)} ERR", 'cd "$HOME"']
     for i, block in enumerate(blocks):
         code = run_dir / f"{i}.sh"
-        code.write_text(block.code)
+        code.write_text(block.code, encoding="utf-8")
         q = {ext: shlex.quote(str(run_dir / f"{i}.{ext}")) for ext in ("sh", "out", "err")}
         lines.append(f"echo {i} > {shlex.quote(str(run_dir / 'current'))}")
         lines.append(f"source {q['sh']} > {q['out']} 2> {q['err']} < /dev/null")
@@ -178,12 +173,22 @@ def driver_script(blocks: list[CodeBlock], run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe(path: Path, block: CodeBlock, what: str, run_dir: Path, i: int) -> str:
-    err = (run_dir / f"{i}.err").read_text(errors="replace") if (run_dir / f"{i}.err").exists() else ""
+def tail(file: Path, lines: int = 40) -> str:
+    if not file.exists():
+        return ""
+    text = file.read_text(encoding="utf-8", errors="replace")
+    return "".join(text.splitlines(keepends=True)[-lines:])
+
+
+def describe(path: Path, block: CodeBlock, what: str, run_dir: Path, i: int,
+             with_stdout: bool = True) -> str:
+    """What went wrong, where in the chapter, with the block and what it printed."""
     text = f"{chapter_id(path)}.md, block at line {block.lineno}: {what}\n"
     text += "--- block ---\n" + block.code
-    if err:
-        text += "--- its stderr (last 40 lines) ---\n" + "\n".join(err.splitlines()[-40:]) + "\n"
+    outputs = [("stdout", "out")] if with_stdout else []
+    for name, ext in [*outputs, ("stderr", "err")]:
+        if printed := tail(run_dir / f"{i}.{ext}"):
+            text += f"--- its {name} (last 40 lines) ---\n{printed}"
     return text
 
 
@@ -192,7 +197,7 @@ def check_outputs(path: Path, blocks: list[CodeBlock], run_dir: Path, upto: int)
     for i, block in enumerate(blocks[:upto]):
         if block.expected_output is None:
             continue
-        got = (run_dir / f"{i}.out").read_text(errors="replace")
+        got = (run_dir / f"{i}.out").read_text(encoding="utf-8", errors="replace")
         want = block.expected_output
         if block.expected_output_ignore_whitespace:
             same = re.sub(r"\s+", "", got) == re.sub(r"\s+", "", want)
@@ -203,7 +208,8 @@ def check_outputs(path: Path, blocks: list[CodeBlock], run_dir: Path, upto: int)
                 want.splitlines(keepends=True), got.splitlines(keepends=True),
                 "expected", "got",
             ))
-            pytest.fail(describe(path, block, "unexpected output\n" + diff, run_dir, i), False)
+            pytest.fail(describe(path, block, "unexpected output\n" + diff, run_dir, i,
+                                 with_stdout=False), pytrace=False)
 
 
 def run_chapter(path: Path, base: Path) -> None:
@@ -211,7 +217,7 @@ def run_chapter(path: Path, base: Path) -> None:
     run_dir = base / "run"
     run_dir.mkdir()
     driver = run_dir / "driver.sh"
-    driver.write_text(driver_script(blocks, run_dir))
+    driver.write_text(driver_script(blocks, run_dir), encoding="utf-8")
     with open(run_dir / "driver.err", "wb") as driver_err:
         shell = subprocess.Popen(
             ["bash", str(driver)], cwd=base / "home", env=chapter_env(base),
@@ -223,24 +229,27 @@ def run_chapter(path: Path, base: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(shell.pid, signal.SIGKILL)
             shell.wait()
-    current = (run_dir / "current").read_text().strip() if (run_dir / "current").exists() else ""
+        finally:  # whatever a block left running in the background must not hold a mount
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shell.pid, signal.SIGKILL)
+    current = tail(run_dir / "current").strip()
     if current == "done" and shell.returncode == 0:
         check_outputs(path, blocks, run_dir, len(blocks))
         return
     if not current.isdigit():
         pytest.fail(f"{chapter_id(path)}: the shell did not start:\n"
-                    + (run_dir / "driver.err").read_text(errors="replace"), False)
+                    + tail(run_dir / "driver.err"), pytrace=False)
     i = int(current)
     check_outputs(path, blocks, run_dir, i)  # an earlier wrong output explains more
     if shell.returncode == -signal.SIGKILL:
         what = f"still running after {CHAPTER_TIMEOUT}s (waiting for input?)"
     elif (run_dir / "failed").exists():
-        status, line, command = (run_dir / "failed").read_text().rstrip("\n").split("\t", 2)
+        status, line, command = tail(run_dir / "failed").rstrip("\n").split("\t", 2)
         what = (f"`{command}` failed with exit status {status} "
                 f"(chapter line {blocks[i].lineno + int(line)})")
     else:
         what = f"the shell exited with status {shell.returncode}"
-    pytest.fail(describe(path, blocks[i], what, run_dir, i), False)
+    pytest.fail(describe(path, blocks[i], what, run_dir, i), pytrace=False)
 
 
 # --- the tests --------------------------------------------------------------------------
@@ -250,7 +259,6 @@ def run_chapter(path: Path, base: Path) -> None:
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=chapter_id)
 def test_chapter(path: Path) -> None:
     """Run the chapter's blocks in a fresh directory; fail on a wrong output or a leftover mount."""
-    require_root()
     base = fresh_base()
     leftover: list[str] = []
     try:
@@ -262,7 +270,9 @@ def test_chapter(path: Path) -> None:
             print(f"left in place, still mounted under it: {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
-    assert not leftover, f"{chapter_id(path)} left mounted: {leftover} (unmounted by the test)"
+    if leftover:
+        pytest.fail(f"{chapter_id(path)} left mounted (the test unmounted them): {leftover}",
+                    pytrace=False)
 
 
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=chapter_id)
@@ -303,7 +313,7 @@ def test_languages_have_the_same_commands(path: Path) -> None:
 
 
 def test_index_lists_every_chapter() -> None:
-    index = (TUTORIAL / "README.md").read_text()
+    index = (TUTORIAL / "README.md").read_text(encoding="utf-8")
     missing = [f"{p.parent.name}/{p.name}" for p in ALL_CHAPTERS
                if f"{p.parent.name}/{p.name}" not in index]
     assert not missing, f"tutorial/README.md does not link: {missing}"
@@ -312,7 +322,7 @@ def test_index_lists_every_chapter() -> None:
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=chapter_id)
 def test_named_functions_exist(path: Path) -> None:
     """A chapter names the function that does its step (`minictr.overlay.mount_overlay`)."""
-    for name in sorted(set(NAMED_FUNCTION.findall(path.read_text()))):
+    for name in sorted(set(NAMED_FUNCTION.findall(path.read_text(encoding="utf-8")))):
         parts = name.split(".")
         for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
             try:
