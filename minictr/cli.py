@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +42,8 @@ def build_parser() -> Parser:
     run.add_argument("--hostname", help="the hostname inside (default: the container's name)")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                      help="set an environment variable (KEY alone: take it from the host)")
+    run.add_argument("-i", "--interactive", action="store_true",
+                     help="keep stdin attached when it is not a terminal (a terminal always is)")
     run.add_argument("--explain", action="store_true",
                      help="print every step with the shell command that does the same")
     run.add_argument("--step", action="store_true",
@@ -78,6 +81,10 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C does, so every undo runs:
+    # no mount or directory is left. `run` passes them to the container while it runs.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda n, _: sys.exit(128 + n))
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.verb](args)
@@ -102,9 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                         hint="use letters, digits, '-' and '.', at most 64 characters")
     if args.explain or args.step:
         explain_to(sys.stderr, pause=args.step)
+    # As `docker run -it` when stdin and stdout are terminals; otherwise as `docker run`
+    # (stdin is /dev/null: nothing ever waits for input), or `docker run -i` with -i.
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
     spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
                    hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
-                   tty=sys.stdin.isatty() and sys.stdout.isatty())
+                   interactive=args.interactive or tty, tty=tty)
     outcome = container.run(spec)
     sys.stdout.flush()
     where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)

@@ -169,6 +169,8 @@ def init_container(spec: RunSpec, image: Image, dirs: ContainerDirs, hostname: s
         set_hostname(hostname)
         if spec.tty:
             terminal.attach_new_pty(sock)
+        elif not spec.interactive:
+            detach_stdin()
         exec_command(command, env)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})
@@ -182,6 +184,15 @@ def set_hostname(hostname: str) -> None:
     """Only the new UTS namespace sees it. Shell: hostname NAME   See: sethostname(2)"""
     with step("set the hostname in the new UTS namespace", f"hostname {hostname}"):
         socket.sethostname(hostname)
+
+
+def detach_stdin() -> None:
+    """Without -i or a terminal the command reads /dev/null, as under `docker run`: a shell
+    then exits at once instead of waiting for input that never comes. Shell: exec </dev/null"""
+    with step("give the command /dev/null as stdin (no -i, no terminal)", "exec </dev/null"):
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
 
 
 def exec_command(command: tuple[str, ...], env: list[str]) -> NoReturn:

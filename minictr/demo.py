@@ -5,7 +5,7 @@ printed as the shell command that does the same, followed by the tree of the fou
 and one sentence on what the kernel did and why. ``--pause`` waits for Enter before each step,
 for a presenter in front of an audience.
 
-Part 1 is the experiment of the article this chapter is based on, with its names
+Part 1 is the experiment of the Japanese article that chapter follows, with the same names
 (lower, upper, work, merged; testfile_overlay, testfile_lower, testfile_upper). Part 2 goes
 on with directories: a lower directory removed and made again (opaque), and a renamed file.
 
@@ -83,9 +83,10 @@ def touch(*paths: str) -> None:
         Path(path).touch()
 
 
-def make_lower_dir() -> None:
+def add_to_lower() -> None:
     os.mkdir("lower/testdir_lower")
     touch("lower/testdir_lower/testfile_a", "lower/testdir_lower/testfile_b")
+    write("lower/testfile_old", "lower\n")
 
 
 def write(path: str, text: str) -> None:
@@ -163,7 +164,7 @@ PART_2 = (
          "mkdir lower/testdir_lower\n"
          "touch lower/testdir_lower/testfile_a lower/testdir_lower/testfile_b\n"
          "echo lower > lower/testfile_old",
-         lambda: (make_lower_dir(), write("lower/testfile_old", "lower\n")),
+         add_to_lower,
          "Again plain changes to a layer that is not mounted, to have a lower directory and "
          "one more lower file to play with."),
     _mount_step("mount again",
@@ -350,7 +351,6 @@ def remove_layers(demo_dir: Path, made_dir: bool) -> None:
 _SGR = {"title": "1", "shell": "36", "whiteout": "31", "opaque": "35", "note": "2"}
 
 
-
 class Printer:
     """Everything the demo prints goes to stdout; colour only on a terminal without NO_COLOR."""
 
@@ -414,7 +414,7 @@ def describe(path: Path, st: os.stat_result, demo_dir: Path) -> tuple[str, str]:
         if path == demo_dir / "merged":
             if os.path.ismount(path):
                 return "mounted: upper over lower", "note"
-            return "not mounted: an empty directory", "note"
+            return "not mounted" + ("" if any(path.iterdir()) else ": an empty directory"), "note"
         if path == demo_dir / "work" / "work":
             return f"{stat.filemode(st.st_mode)}  overlay's workbench, root only", "note"
         if diff.is_opaque(path):

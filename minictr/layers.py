@@ -128,7 +128,7 @@ def merged_view(upper: Path, lowers: Sequence[Path], path: str = "/") -> Entry:
 
     Raises StepError if the merged view has nothing at ``path``.
     """
-    lowers = [Path(p) for p in lowers]
+    path, lowers = normalise(path), [Path(p) for p in lowers]
     view = _View(lowers, {c.path: c for c in scan(upper, lowers)})
     merged: _Stack = [(UPPER, Path(upper)), *((i, p) for i, p in enumerate(lowers, 1))]
     hidden: _Stack = []
@@ -165,7 +165,8 @@ def render(upper: Path, lowers: list[Path], path: str, *, color: bool) -> str:
     width = min(max(len(r.branch + r.name) for r in rows), _LABEL_MAX)
     layer_width = max(len(r.layer) for r in rows)
     lines = [*_legend(tags, color), *(_format(r, width, layer_width, color) for r in rows)]
-    lines.append(_summary(top, tags))
+    if top.ftype == "dir":
+        lines.append(_summary(top, tags))
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +258,13 @@ class _View:
         if under is None:  # overlay makes none like this; a hand-made layer may
             note = f"a whiteout in {self._name(by)}, over nothing"
             return Entry(path, "chardev", DELETED, (), by=by, note=note)
-        layer, _, st = under
+        layer, real, st = under
         ftype = ftype_of(st.st_mode)
         note = f"deleted: a whiteout in {self._name(by)} hides {self._whose(layer)} {noun(ftype)}"
         if ftype == "dir":
             note += " and all below it"
-        return Entry(path, ftype, DELETED, (layer,), by=by, note=note)
+        target = os.readlink(real) if ftype == "symlink" else None
+        return Entry(path, ftype, DELETED, (layer,), by=by, target=target, note=note)
 
     def _hidden(self, entry: Entry, by: int) -> Entry:
         note = f"hidden by the opaque dir above (in {self._name(by)}): no whiteout needed"
@@ -335,12 +337,12 @@ def _collapsed(children: Sequence[Entry]) -> list[list[Entry]]:
 
 def _run_key(e: Entry) -> tuple[object, ...] | None:
     """Entries with the same key may share a line: unchanged ones of one lower layer, or
-    ones the same opaque directory hides. Directories, upper's entries, whiteouts and
-    entries that hide something never do."""
+    ones the same layer deletes (rm /usr/bin/*) or hides with an opaque directory. Visible
+    directories, upper's entries and entries that hide something never do."""
     if e.state == VISIBLE and e.ftype != "dir" and e.layers[0] != UPPER and not e.note:
         return (VISIBLE, e.layers)
-    if e.state == HIDDEN:
-        return (HIDDEN, e.layers, e.by)
+    if e.state != VISIBLE and e.layers:  # not a whiteout over nothing
+        return (e.state, e.layers, e.by)
     return None
 
 
@@ -362,6 +364,9 @@ def _run_row(run: list[Entry], branch: str, parent: str, tags: list[str], *, hin
     if first.state == HIDDEN:
         layer = f"✗ {tags[first.layers[0]]}"
         note = f"{where}: hidden by the opaque dir above"
+    elif first.state == DELETED:
+        layer = f"✗ {tags[first.layers[0]]}"
+        note = f"{where}: deleted by whiteouts in {tags[first.by or 0]}"
     else:
         layer, note = tags[first.layers[0]], f"{where}: unchanged"
     if hint:
@@ -371,16 +376,17 @@ def _run_row(run: list[Entry], branch: str, parent: str, tags: list[str], *, hin
 
 def _legend(tags: list[str], color: bool) -> list[str]:
     """What the layer names and marks mean: two lines above the tree."""
-    upper = _paint("upper", "upper", color)
+    upper, gone = _paint("upper", "upper", color), _paint("✗", "gone", color)
     parts = [f"{upper} = this container's (read-write)"]
+    if len(tags) == 1:
+        return [f"Layers: {parts[0]} · no lower layers", f"{gone} = not in the merged view"]
     if len(tags) == 2:
         parts.append("image = shared (read-only)")
         merged = f"{upper}+image = a directory merged from both"
     else:
-        parts += [f"{t} = layer {i}{' (top)' if i == 1 else ''}" for i, t in enumerate(tags[1:], 1)]
-        parts[-1] += " (lower layers are shared, read-only)" if len(tags) > 1 else ""
+        parts.append(f"{tags[1]} (top)" + "".join(f", {t}" for t in tags[2:])
+                     + " = the image's layers (shared, read-only)")
         merged = f"{upper}+L1 = a directory merged from those layers"
-    gone = _paint("✗", "gone", color)
     return [f"Layers, top first: {' · '.join(parts)}",
             f"{merged} · {gone} = not in the merged view (deleted or hidden)"]
 
@@ -390,24 +396,20 @@ def _summary(top: Entry, tags: list[str]) -> str:
     below = list(top.walk())[1:]
     visible = [e for e in below if e.state == VISIBLE]
     counts = [sum(1 for e in visible if e.layers == (layer,)) for layer in range(len(tags))]
-    parts = [f"{n} {tag}" for n, tag in zip(counts, tags, strict=True)]
+    parts = [f"{n} from {tag}" for n, tag in zip(counts, tags, strict=True)]
     merged = sum(1 for e in visible if len(e.layers) > 1)
     parts.append(f"{merged} merged {'dir' if merged == 1 else 'dirs'}")
     deleted = sum(1 for e in below if e.state == DELETED)
     hidden = sum(1 for e in below if e.state == HIDDEN)
-    return (f"visible: {len(visible)} {_plural(len(visible))} ({', '.join(parts)}) · "
-            f"not visible: {deleted} deleted by whiteouts, {hidden} hidden by opaque dirs")
-
-
-def _plural(n: int) -> str:
-    return "entry" if n == 1 else "entries"
+    return (f"{len(visible)} visible: {', '.join(parts)} · {deleted} deleted by whiteouts · "
+            f"{hidden} hidden by opaque dirs")
 
 
 def _format(row: _Row, width: int, layer_width: int, color: bool) -> str:
     """Pad first, then paint, so escape codes do not shift the columns."""
     pad = " " * max(0, width - len(row.branch) - len(row.name))
     name = _paint(row.name, row.style, color)
-    layer_style = "gone" if row.layer.startswith("✗") else "upper" if row.style == "upper" else ""
+    layer_style = "gone" if row.layer.startswith("✗") else row.layer.split("+")[0]
     layer = _paint(row.layer, layer_style, color) + " " * (layer_width - len(row.layer))
     return f"{row.branch}{name}{pad}  {layer}  {row.note}".rstrip()
 

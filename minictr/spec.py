@@ -16,6 +16,7 @@ class RunSpec:
     hostname: str | None = None  # None: the container's name
     env: tuple[str, ...] = ()  # "KEY=VALUE" from -e, applied last
     remove: bool = False  # --rm
+    interactive: bool = False  # -i: keep stdin attached (else the command reads /dev/null)
     tty: bool = False  # give the container a pseudo-terminal (stdin and stdout are terminals)
 
 

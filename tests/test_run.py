@@ -139,9 +139,9 @@ def test_report_and_diff(minictr):
 
 
 def test_two_containers_write_the_same_path(minictr_root):
-    a = start("run", "--name", "one", "busybox", "sh", "-c",
+    a = start("run", "-i", "--name", "one", "busybox", "sh", "-c",
               "echo one > /tmp/same; echo ready; read go; cat /tmp/same")
-    b = start("run", "--name", "two", "busybox", "sh", "-c",
+    b = start("run", "-i", "--name", "two", "busybox", "sh", "-c",
               "echo two > /tmp/same; echo ready; read go; cat /tmp/same")
     assert read_line(a) == "ready" and read_line(b) == "ready"  # both are running now
     out_a, _ = a.communicate("go\n", timeout=30)
@@ -153,6 +153,13 @@ def test_two_containers_write_the_same_path(minictr_root):
     assert not (image_rootfs(minictr_root) / "tmp/same").exists()
 
 
+def test_stdin_is_dev_null_without_dash_i(minictr):
+    r = minictr("run", "--rm", "busybox", "sh", "-c", "cat; echo done", input="not for you\n")
+    assert r.stdout == "done\n"  # and the default shell would exit at once: no waiting
+    r = minictr("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="for you\n")
+    assert r.stdout == "for you\ndone\n"
+
+
 def test_rm_flag_removes_the_container(minictr, minictr_root):
     assert minictr("run", "--rm", "busybox", "touch", "/x").returncode == 0
     assert list((minictr_root / "containers").iterdir()) == []
@@ -160,7 +167,7 @@ def test_rm_flag_removes_the_container(minictr, minictr_root):
 
 
 def test_ps_inspect_rm(minictr, minictr_root):
-    proc = start("run", "--name", "live", "busybox", "sh", "-c", "echo ready; read line")
+    proc = start("run", "-i", "--name", "live", "busybox", "sh", "-c", "echo ready; read line")
     assert read_line(proc) == "ready"
     ps = minictr("ps").stdout
     assert "live" in ps and "Up " in ps
