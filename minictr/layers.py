@@ -360,15 +360,13 @@ def _row(e: Entry, branch: str, name: str, tags: list[str]) -> _Row:
 
 def _run_row(run: list[Entry], branch: str, parent: str, tags: list[str], *, hint: bool) -> _Row:
     first = run[0]
-    where = f"{run[0].name} … {run[-1].name}"
-    if first.state == HIDDEN:
-        layer = f"✗ {tags[first.layers[0]]}"
-        note = f"{where}: hidden by the opaque dir above"
+    where, tag = f"{first.name} … {run[-1].name}", tags[first.layers[0]]
+    if first.state == VISIBLE:
+        layer, note = tag, f"{where}: unchanged"
     elif first.state == DELETED:
-        layer = f"✗ {tags[first.layers[0]]}"
-        note = f"{where}: deleted by whiteouts in {tags[first.by or 0]}"
+        layer, note = f"✗ {tag}", f"{where}: deleted by whiteouts in {tags[first.by or 0]}"
     else:
-        layer, note = tags[first.layers[0]], f"{where}: unchanged"
+        layer, note = f"✗ {tag}", f"{where}: hidden by the opaque dir above"
     if hint:
         note += f" (all of them: --path {parent})"
     return _Row(branch, f"… {len(run)} entries", layer, note, "run")

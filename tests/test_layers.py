@@ -22,6 +22,7 @@ from minictr.diff import ftype_of
 from minictr.errors import StepError
 from minictr.layers import VISIBLE
 from minictr.overlay import OPTIONS
+from tests.helpers import read_line, start
 
 # --- building layers by hand ----------------------------------------------------------------
 
@@ -211,6 +212,23 @@ def test_paths_not_in_the_merged_view(
     with pytest.raises(StepError) as e:
         show(upper, [image], path)
     assert str(e.value) == f"minictr: show layers: {message}"
+
+
+@pytest.mark.root
+def test_long_runs_of_whiteouts_are_collapsed_too(tmp_path: Path) -> None:
+    """rm /usr/bin/a*: one line with no --path; every whiteout with --path /usr/bin."""
+    upper, image = tmp_path / "upper", tmp_path / "image"
+    for i in range(20):
+        write(image / "usr" / "bin" / f"{'ab'[i // 10]}{i % 10}")
+    for i in range(10):
+        whiteout(upper / "usr" / "bin" / f"a{i}")
+    rows = show(upper, [image]).splitlines()[2:-1]
+    assert rows[3:] == [
+        "        ├── … 10 entries  ✗ image      a0 … a9: deleted by whiteouts in upper "
+        "(all of them: --path /usr/bin)",
+        "        └── … 10 entries  image        b0 … b9: unchanged",
+    ]
+    assert len(show(upper, [image], "/usr/bin").splitlines()) == 2 + 1 + 20 + 1
 
 
 def test_layer_names() -> None:
@@ -482,6 +500,23 @@ def test_a_real_container_as_a_student_sees_it(minictr, container) -> None:
     full = parse(minictr("layers", "x", "--path", "/usr/sbin", check=True).stdout)
     assert full["/usr/sbin/mine"] == ("upper", "new file")
     assert sum(1 for layer, _ in full.values() if layer == "✗ image") > 5
+
+
+@pytest.mark.root
+def test_a_running_container(minictr, minictr_root) -> None:
+    """The layers are read on the host, so a running container is shown as it is now."""
+    proc = start("run", "-i", "--name", "live", "busybox", "sh", "-c",
+                 "echo changed >> /etc/group; echo ready; read line; rm /etc/group",
+                 env={"MINICTR_ROOT": str(minictr_root)})
+    try:
+        assert read_line(proc) == "ready"
+        r = minictr("layers", "live", "--path", "/etc/group", check=True)
+        assert parse(r.stdout)["/etc/group"][0] == "upper"
+    finally:
+        proc.communicate("go\n", timeout=30)
+    assert proc.returncode == 0
+    r = minictr("layers", "live", "--path", "/etc/group")
+    assert r.returncode == 125 and "whiteout" in r.stderr
 
 
 @pytest.mark.root
