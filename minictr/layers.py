@@ -16,12 +16,18 @@ This module does that resolution itself, from the layer directories on the host:
 is mounted only in the container's mount namespace, and is gone once the container exits.
 tests/test_layers.py checks it against what the kernel shows through a real mount.
 
+    $ minictr layers x --path /etc
     Layers, top first: upper = this container's (read-write) · image = shared (read-only)
     upper+image = a directory merged from both · ✗ = not in the merged view (deleted or hidden)
-    /etc/               upper+image  copied up from the image: holds changes below
-    ├── group           image
-    ├── hosts           ✗ image      deleted: a whiteout in upper hides the image's file
-    └── passwd          upper        copied up from the image: content changed (123 → 136 bytes)
+    /etc/       upper+image  copied up from the image: holds changes below
+    ├── group   image
+    ├── hosts   ✗ image      deleted: a whiteout in upper hides the image's file
+    ├── motd    upper        new file
+    └── passwd  upper        copied up from the image: content changed (123 → 158 bytes)
+    3 visible: 2 from upper, 1 from image, 0 merged dirs · 1 deleted by whiteouts · 0 hidden ...
+
+With no --path, long runs of entries that come unchanged from one layer (busybox's applet
+symlinks) are drawn as one line, "… 74 entries"; with --path, every entry below it is drawn.
 
 Shell: ls -la UPPER/DIR LOWER/DIR; getfattr -n trusted.overlay.opaque UPPER/DIR
 See: https://docs.kernel.org/filesystems/overlayfs.html ("Upper and Lower",

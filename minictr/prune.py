@@ -22,7 +22,7 @@ def prune(store: Store) -> list[str]:
     for path in sorted(store.containers.iterdir()):
         if is_locked(path / "lock"):
             continue  # running, or being created right now
-        dirs = store._dirs(path)
+        dirs = store.dirs_at(path)
         state = read_state(dirs)
         with step(f"remove container {dirs.name or path.name}", f"rm -rf {path}"):
             store.remove_container(dirs)

@@ -119,20 +119,20 @@ class Store:
         if NAME_PATTERN.fullmatch(name_or_id):
             link = self.names / name_or_id
             if link.is_symlink():
-                return self._dirs(self.containers / os.readlink(link).rsplit("/", 1)[-1])
+                return self.dirs_at(self.containers / os.readlink(link).rsplit("/", 1)[-1])
             if re.fullmatch(r"[0-9a-f]+", name_or_id):
                 matches = [p for p in self.containers.iterdir() if p.name.startswith(name_or_id)]
                 if len(matches) == 1:
-                    return self._dirs(matches[0])
+                    return self.dirs_at(matches[0])
         raise StepError("find container", f"no such container: {name_or_id}",
                         hint="list them with: minictr ps -a")
 
     def all_containers(self) -> Iterator[ContainerDirs]:
         for path in sorted(self.containers.iterdir()):
             if (path / "state.json").exists():
-                yield self._dirs(path)
+                yield self.dirs_at(path)
 
-    def _dirs(self, path: Path) -> ContainerDirs:
+    def dirs_at(self, path: Path) -> ContainerDirs:
         state = read_state(ContainerDirs(path.name, "", path))
         return ContainerDirs(path.name, str(state.get("name", "")), path)
 
