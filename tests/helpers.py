@@ -10,6 +10,18 @@ import sys
 from pathlib import Path
 
 
+def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Bad input: exit 125, one line on stderr that starts `minictr: ` and has these words,
+    and nothing on stdout."""
+    assert result.returncode == 125, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("minictr: ")
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert result.stdout == ""
+
+
 def tree_digest(root: Path) -> str:
     """A hash of every path, type, mode, owner, size, link target and file content."""
     h = hashlib.sha256()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tree_digest
+from tests.helpers import refused, tree_digest
 
 pytestmark = pytest.mark.root
 
@@ -19,15 +19,6 @@ def built(minictr, minictr_root):
     """A store with the busybox image and one exited container called `taken`."""
     minictr("run", "--name", "taken", "busybox", "true", check=True)
     return minictr_root
-
-
-def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode == 125, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("minictr: ")
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 @pytest.mark.parametrize(

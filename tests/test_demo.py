@@ -25,7 +25,7 @@ from minictr import demo, libc
 from minictr.errors import StepError
 from minictr.explain import step
 from tests.conftest import fstype_of, mounts_under
-from tests.helpers import tree_digest
+from tests.helpers import refused, tree_digest
 
 pytestmark = pytest.mark.root
 
@@ -96,16 +96,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"{result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.stderr == ""
     return result.stdout
-
-
-def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode == 125, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("minictr: ")
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert result.stdout == ""
 
 
 def contents(root: Path) -> dict[str, object]:
