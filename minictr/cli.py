@@ -71,12 +71,27 @@ def build_parser() -> Parser:
                          "(default: a new directory under the current one)")
     overlay.add_argument("--pause", action="store_true", help="wait for Enter between steps")
     overlay.add_argument("--cleanup", action="store_true", help="remove the directory at the end")
-    verbs.add_parser("images", help="list images")
+    verbs.add_parser("images", help="list images: layers, size, bytes shared with others")
+    rmi = verbs.add_parser("rmi", help="remove images (refused while something uses them)")
+    rmi.add_argument("images", nargs="+", metavar="NAME")
+    commit = verbs.add_parser("commit", help="a new image: the container's image plus its upper")
+    commit.add_argument("container", metavar="CONTAINER")
+    commit.add_argument("name", metavar="NAME")
+    verbs.add_parser("df", help="disk use: each layer once, each container's upper, sharing")
     image = verbs.add_parser("image", help="manage images")
     image_verbs = image.add_subparsers(dest="image_verb", required=True, metavar="COMMAND",
                                        parser_class=Parser)
     build = image_verbs.add_parser("build", help="build an image from its recipe in images/")
-    build.add_argument("name", metavar="NAME", choices=["busybox"])
+    build.add_argument("name", metavar="NAME", choices=["busybox", "debian"])
+    imp = image_verbs.add_parser("import", help="import a rootfs tarball, an OCI image layout "
+                                 "(directory or tar) or a `docker save` archive")
+    imp.add_argument("path", metavar="PATH", type=Path)
+    imp.add_argument("name", metavar="NAME")
+    export = image_verbs.add_parser("export", help="write an image as an OCI image layout tar")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("file", metavar="FILE", type=Path)
+    inspect_image = image_verbs.add_parser("inspect", help="an image's layers and config, as JSON")
+    inspect_image.add_argument("name", metavar="NAME")
     return parser
 
 
@@ -156,9 +171,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         rows.append((dirs.id[:12], state.get("image", ""),
                      f'"{command[:20]}…"' if len(command) > 20 else f'"{command}"',
                      ago(state.get("created")), describe_status(now, state), dirs.name))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("   ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "   " + r[-1])
+    table(rows)
     return 0
 
 
@@ -254,31 +267,112 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
+    """Print rows in aligned columns, three spaces apart (columns in ``right`` align right)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("   ".join(cells).rstrip())
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from minictr import images
     from minictr.report import human_size
     from minictr.store import Store
 
-    rows = [("NAME", "SIZE", "CREATED")]
-    for image in images.all_images(Store.open()):
-        created = json.loads((image.rootfs.parent / "image.json").read_text()).get("created")
-        rows.append((image.name, human_size(image.size), ago(created)))
-    for name, size, created in rows:
-        print(f"{name:<16} {size:>10}   {created}")
+    store = Store.open()
+    all_images = images.all_images(store)
+    rows = [("NAME", "LAYERS", "SIZE", "SHARED", "CREATED")]
+    for image in all_images:
+        others = {d for i in all_images if i.name != image.name for d in i.digests}
+        shared = sum(images.layer_size(store, d) for d in image.digests if d in others)
+        rows.append((image.name, str(len(image.digests)), human_size(image.size),
+                     human_size(shared), ago(image.created)))
+    table(rows, right=(1, 2, 3))
     return 0
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from minictr import recipes
+    from minictr import image_io, images, recipes
     from minictr.report import human_size
     from minictr.store import Store
 
     store = Store.open()
-    image = recipes.build(store, args.name)
-    print(f"built {image.name}: {human_size(image.size)} in {image.rootfs}")
+    if args.image_verb == "build":
+        image = recipes.build(store, args.name)
+    elif args.image_verb == "import":
+        image = image_io.import_image(store, args.path, args.name)
+    elif args.image_verb == "export":
+        image_io.export_image(store, args.name, args.file)
+        print(f"exported {args.name} to {args.file} (an OCI image layout: "
+              f"skopeo copy oci-archive:{args.file}:{args.name} ...)")
+        return 0
+    else:
+        image = images.get_existing(store, args.name)
+        print(json.dumps(image_record(image), indent=2))
+        return 0
+    print(f"{image.name}: {len(image.digests)} layer(s), {human_size(image.size)}")
+    return 0
+
+
+def image_record(image: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    record = asdict(image)  # type: ignore[call-overload]
+    record["layers"] = [{"digest": d, "path": str(p)}
+                        for d, p in zip(record.pop("digests"), record["layers"], strict=True)]
+    return record
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    from minictr import images
+    from minictr.store import Store
+
+    store = Store.open()
+    for name in args.images:
+        images.get_existing(store, name)  # all known, or nothing is removed
+    for name in args.images:
+        with images.changing(store):
+            removed = images.remove(store, name)
+        print(f"Untagged: {name}")
+        for digest in removed:
+            print(f"Deleted: {digest}")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    from minictr import image_io
+    from minictr.store import Store
+
+    image = image_io.commit(Store.open(), args.container, args.name)
+    print(f"{image.name}: {len(image.digests)} layers, the top one {image.digests[-1]}")
+    return 0
+
+
+def cmd_df(args: argparse.Namespace) -> int:
+    from minictr import images
+    from minictr.report import human_size
+    from minictr.store import Store
+
+    usage = images.disk_usage(Store.open())
+    rows = [("LAYER", "SIZE", "USED BY")]
+    for digest, size, users in usage.layers:
+        rows.append((digest.removeprefix("sha256:")[:12], human_size(size), ", ".join(users)))
+    table(rows, right=(1,))
+    print()
+    rows = [("CONTAINER", "IMAGE", "UPPER")]
+    for name, image, upper in usage.containers:
+        rows.append((name, image, human_size(upper)))
+    table(rows, right=(2,))
+    print()
+    print(f"on disk: {human_size(usage.on_disk)} (layers once, plus uppers) · as full copies it "
+          f"would be {human_size(usage.without_sharing)} · sharing saves "
+          f"{human_size(usage.without_sharing - usage.on_disk)}")
     return 0
 
 
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,
             "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image,
-            "layers": cmd_layers, "demo": cmd_demo}
+            "layers": cmd_layers, "demo": cmd_demo, "rmi": cmd_rmi, "commit": cmd_commit,
+            "df": cmd_df}

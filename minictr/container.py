@@ -47,24 +47,27 @@ def run(spec: RunSpec) -> Outcome:
     store = Store.open()
     image = images.get(store, spec.image)  # builds busybox on first use
     overlay.check_upper_filesystem(store.containers)
-    explain.define("IMAGE", image.rootfs)
+    explain.define("LAYERS", store.layers)
+    for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` lists them
+        explain.define(f"L{number}", digest.removeprefix("sha256:"))
     cid = store.new_id()
     explain.define("C", store.containers / cid)
     with step("create the container's upper, work and merged directories",
               "mkdir -p $C/upper $C/work $C/merged"):
         dirs, lock = store.new_container(cid, spec.name, spec.image)
-    command = spec.command or image.cmd
+    command = image.config.entrypoint + (spec.command or image.config.cmd)
     hostname = spec.hostname or dirs.name
     env = container_env(image, spec, hostname)
     write_state(dirs, id=dirs.id, name=dirs.name, image=image.name, command=list(command),
                 hostname=hostname, env=env, created=time.time(), status="created", pid=None,
-                exit_code=None, lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
+                exit_code=None, layers=list(image.digests), config=container_config(image, spec),
+                lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
                 work=str(dirs.work), merged=str(dirs.merged))
     started = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
         undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
-        init = partial(init_container, spec, image, dirs, hostname, command, env)
+        init = partial(init_container, spec, store, image, dirs, hostname, command, env)
         child = namespaces.spawn(init)
         undo.callback(child.kill_and_reap)
         undo.enter_context(passing_signals_to(child))
@@ -85,10 +88,18 @@ def run(spec: RunSpec) -> Outcome:
     return Outcome(exit_code, dirs, image, changes, upper_bytes)
 
 
+def container_config(image: Image, spec: RunSpec) -> dict[str, object]:
+    """The container's own config, as `commit` gives it to a new image (Docker's rules): the
+    command it ran becomes the default, -e adds to the environment."""
+    c = image.config
+    return {"cmd": list(spec.command or c.cmd), "entrypoint": list(c.entrypoint),
+            "env": [*c.env, *spec.env], "workdir": c.workdir}
+
+
 def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
     """The environment, as Docker builds it: image's, then HOSTNAME, HOME, TERM, then -e."""
     env = {"PATH": DEFAULT_PATH}
-    env.update(item.split("=", 1) for item in image.env)  # type: ignore[arg-type]
+    env.update(item.split("=", 1) for item in image.config.env)  # type: ignore[arg-type]
     env["HOSTNAME"] = hostname
     env.setdefault("HOME", "/root")
     if spec.tty:
@@ -155,18 +166,21 @@ def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
 # --- inside the container ----------------------------------------------------------------------
 
 
-def init_container(spec: RunSpec, image: Image, dirs: ContainerDirs, hostname: str,
-                   command: tuple[str, ...], env: list[str], sock: socket.socket) -> NoReturn:
+def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDirs,
+                   hostname: str, command: tuple[str, ...], env: list[str],
+                   sock: socket.socket) -> NoReturn:
     """PID 1 of the new namespaces: build the container's root, then become its command."""
     try:
         os.setsid()  # its own session, as Docker's containers have: no host terminal signals
         rootfs.make_mounts_private()
-        overlay.mount_overlay(image.lowers, dirs.upper, dirs.work, dirs.merged)
+        overlay.mount_overlay(store.layers, [p.name for p in image.lowers], dirs.upper,
+                              dirs.work, dirs.merged)
         rootfs.mount_proc(dirs.merged)
         rootfs.mount_dev(dirs.merged)
         rootfs.mount_sys(dirs.merged)
         rootfs.pivot_into(dirs.merged)
         set_hostname(hostname)
+        enter_workdir(image.config.workdir)
         if spec.tty:
             terminal.attach_new_pty(sock)
         elif not spec.interactive:
@@ -184,6 +198,16 @@ def set_hostname(hostname: str) -> None:
     """Only the new UTS namespace sees it. Shell: hostname NAME   See: sethostname(2)"""
     with step("set the hostname in the new UTS namespace", f"hostname {hostname}"):
         socket.sethostname(hostname)
+
+
+def enter_workdir(workdir: str) -> None:
+    """The image's WorkingDir, made if missing as Docker does (that mkdir lands in upper).
+    Shell: mkdir -p WORKDIR && cd WORKDIR"""
+    if workdir in ("", "/"):
+        return
+    with step("enter the image's working directory", f"mkdir -p {workdir} && cd {workdir}"):
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
 
 
 def detach_stdin() -> None:

@@ -1,43 +1,256 @@
-"""Images: a read-only root filesystem (the overlay's lowerdir) and its defaults.
+"""Images: an ordered stack of read-only layers, and the defaults a container starts with.
 
-Today there is one recipe, ``busybox`` (``images/busybox/`` in the repository), built from the
-host's static busybox. The image is never written to after it is built: every container of it
-gets its own upperdir, and the change report proves the image stayed the same.
+    layers/<hex>/           one layer's files in overlay's form (whiteouts are 0:0 devices,
+                            opaque directories carry trusted.overlay.opaque=y): a lowerdir
+    layers/<hex>.json       its digest, size and where it came from
+    images/<name>.json      its layers (bottom first), its config, where it came from
+
+A layer is stored once, under the sha256 of its OCI layer tar (minictr.tarlayer.write_layer),
+however many images use it: two images built on one base share that base's directory, and so
+does every container of them. `run` mounts lowerdir=top:...:bottom; a layer is never written to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from minictr.errors import StepError
-from minictr.spec import Image
-from minictr.store import Store, check_name
+from minictr.spec import Image, ImageConfig
+from minictr.store import Store, check_name, hold_lock, read_state
 
 # The recipes live in the repository's images/ directory; `make setup` installs minictr in
 # editable mode, so they are found next to the package.
 RECIPES = Path(__file__).resolve().parent.parent / "images"
 
+# mount(2) copies at most one page of options, so lowerdir=... must fit in 4095 bytes with the
+# rest. minictr names lowers relative to layers/ (65 bytes each): about 60 layers fit. The
+# kernel's own limit is 500 lowers (OVL_MAX_STACK in fs/overlayfs/params.h).
+MAX_MOUNT_OPTIONS = 4095
+
 
 def get(store: Store, name: str) -> Image:
-    """The image called ``name``; a recipe-built image is built on first use."""
+    """The image called ``name``; a recipe's image (busybox) is built on first use."""
     check_name(name, "image name")
-    config = store.images / name / "image.json"
-    if not config.exists():
+    if not (store.images / f"{name}.json").exists():
         if not (RECIPES / name / "image.json").exists():
             raise StepError("find image", f"no such image: {name}",
                             hint="list images with: minictr images; build one with: "
                             "minictr image build busybox")
         from minictr import recipes  # only when building: it imports what `run` never needs
 
-        recipes.build(store, name)
-    return load(store.images / name)
+        return recipes.build(store, name)
+    return load(store, name)
 
 
-def load(path: Path) -> Image:
-    c = json.loads((path / "image.json").read_text())
-    return Image(path.name, path / "rootfs", tuple(c["cmd"]), tuple(c["env"]), int(c["size"]))
+def load(store: Store, name: str) -> Image:
+    record = json.loads((store.images / f"{name}.json").read_text())
+    digests = tuple(record["layers"])
+    layers = tuple(layer_dir(store, d) for d in digests)
+    config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in record["config"].items()})
+    size = sum(layer_size(store, d) for d in digests)
+    return Image(name, digests, layers, config, size, record["created"], record["source"])
 
 
 def all_images(store: Store) -> list[Image]:
-    return [load(p) for p in sorted(store.images.iterdir()) if (p / "image.json").exists()]
+    return [load(store, p.stem) for p in sorted(store.images.glob("*.json"))]
+
+
+def layer_dir(store: Store, digest: str) -> Path:
+    return store.layers / digest.removeprefix("sha256:")
+
+
+def layer_size(store: Store, digest: str) -> int:
+    meta = store.layers / f"{digest.removeprefix('sha256:')}.json"
+    return int(json.loads(meta.read_text())["size"])
+
+
+@contextlib.contextmanager
+def changing(store: Store) -> Iterator[None]:
+    """Hold the store's image lock while layers and images are added or removed, so an import,
+    a commit and an rmi never see each other half-done. Shell: flock images/.lock ..."""
+    fd = os.open(store.images / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[str, bool]:
+    """Fill a new directory with a layer's files, name it by its digest, and store it once.
+
+    Returns the digest and whether the layer is new (the caller removes new ones if a later
+    step fails). The digest is the sha256 of the layer's OCI tar, as `image export` writes it.
+    Shell: mkdir layers/.tmp; tar -xf LAYER -C layers/.tmp; mv layers/.tmp layers/HEX
+    """
+    from minictr import tarlayer  # the tar code is for building, importing and committing
+
+    with scratch_dir(store) as tmp:
+        fill(tmp)
+        with open(os.devnull, "wb") as sink:
+            digest = tarlayer.write_layer(tmp, sink)
+        final = layer_dir(store, digest)
+        if final.exists():
+            return digest, False  # the same files are stored already: share them
+        size = _apparent_bytes(tmp)
+        meta = {"digest": digest, "size": size, "origin": origin, "created": time.time()}
+        final.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.chmod(0o755)
+        os.rename(tmp, final)
+        return digest, True
+
+
+@contextlib.contextmanager
+def scratch_dir(store: Store) -> Iterator[Path]:
+    """A temporary directory in the layer store (the same filesystem, so rename(2) can move
+    it into place), locked so that `prune` removes it only if its owner was killed."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.layers))
+    lock_file = store.layers / f"{tmp.name}.lock"
+    lock = hold_lock(lock_file)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        lock_file.unlink(missing_ok=True)
+        os.close(lock)
+
+
+def _apparent_bytes(root: Path) -> int:
+    from minictr import diff
+
+    return diff.tree_bytes(root)
+
+
+def register(store: Store, name: str, digests: list[str], config: ImageConfig,
+             source: str) -> Image:
+    """Name a stack of stored layers. Refused if the name is taken or the stack is too tall
+    for one mount(2) call."""
+    check_name(name, "image name")
+    options = len(",".join(digests)) + 200  # the lowerdir list, plus upperdir and the rest
+    if options > MAX_MOUNT_OPTIONS:
+        raise StepError("register image", f"{len(digests)} layers are too many for one mount",
+                        hint="overlay's options must fit in one 4 KiB page; squash the image")
+    record = {"layers": digests, "created": time.time(), "source": source,
+              "config": {"cmd": list(config.cmd), "entrypoint": list(config.entrypoint),
+                         "env": list(config.env), "workdir": config.workdir}}
+    tmp = store.images / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        os.link(tmp, store.images / f"{name}.json")  # link(2) never replaces: atomic claim
+    except FileExistsError:
+        raise name_in_use(name) from None
+    finally:
+        tmp.unlink()
+    return load(store, name)
+
+
+def name_in_use(name: str) -> StepError:
+    return StepError("register image", f"the image name {name!r} is already in use",
+                     hint=f"choose another name, or remove it first: minictr rmi {name}")
+
+
+def check_name_free(store: Store, name: str) -> None:
+    """Before long work: a name in use is refused before anything is extracted."""
+    check_name(name, "image name")
+    if (store.images / f"{name}.json").exists():
+        raise name_in_use(name)
+
+
+# --- rmi and what holds a layer ---------------------------------------------------------------
+
+
+def remove(store: Store, name: str) -> list[str]:
+    """`minictr rmi NAME`: refused while a container uses the image or another image is built
+    on it (its layers are the bottom of that image's); then the layers nobody uses go too.
+    Returns the digests deleted."""
+    image = get_existing(store, name)
+    for user, digests in containers_layers(store):
+        if set(digests) & set(image.digests):
+            raise StepError("remove image", f"container {user} uses {name}",
+                            hint=f"remove the container first: minictr rm {user}")
+    for other in all_images(store):
+        if other.name != name and other.digests[: len(image.digests)] == image.digests:
+            raise StepError("remove image", f"image {other.name} is built on {name}",
+                            hint=f"remove it first: minictr rmi {other.name}")
+    (store.images / f"{name}.json").unlink()
+    return remove_unused_layers(store)
+
+
+def get_existing(store: Store, name: str) -> Image:
+    check_name(name, "image name")
+    if not (store.images / f"{name}.json").exists():
+        raise StepError("find image", f"no such image: {name}", hint="list them: minictr images")
+    return load(store, name)
+
+
+def containers_layers(store: Store) -> Iterator[tuple[str, list[str]]]:
+    for dirs in store.all_containers():
+        yield dirs.name, list(read_state(dirs).get("layers", []))
+
+
+def remove_unused_layers(store: Store) -> list[str]:
+    """Delete each layer that no image and no container names. Shell: rm -rf layers/HEX"""
+    used = {d for image in all_images(store) for d in image.digests}
+    used |= {d for _, digests in containers_layers(store) for d in digests}
+    removed = []
+    for meta in sorted(store.layers.glob("*.json")):
+        digest = json.loads(meta.read_text())["digest"]
+        if digest not in used:
+            shutil.rmtree(layer_dir(store, digest), ignore_errors=True)
+            meta.unlink()
+            removed.append(digest)
+    return removed
+
+
+def forget_new_layers(store: Store, digests: list[str]) -> None:
+    """Undo for a failed import or commit: the layers it added that nothing uses go again."""
+    for digest in digests:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(layer_dir(store, digest))
+            layer_dir(store, digest).with_suffix(".json").unlink()
+
+
+# --- df ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    layers: list[tuple[str, int, list[str]]]  # digest, bytes, who uses it
+    containers: list[tuple[str, str, int]]  # name, image, bytes in its upper
+    on_disk: int  # every layer once, plus every upper
+    without_sharing: int  # every image with its own copy of its layers, every container too
+
+
+def disk_usage(store: Store) -> DiskUsage:
+    """What `minictr df` shows: each layer counted once, and what copies would cost instead."""
+    from minictr import diff
+
+    images = all_images(store)
+    users: dict[str, list[str]] = {}
+    for image in images:
+        for d in image.digests:
+            users.setdefault(d, []).append(f"image {image.name}")
+    containers = []
+    copies = sum(image.size for image in images)
+    for dirs in store.all_containers():
+        state = read_state(dirs)
+        upper = diff.tree_bytes(dirs.upper)
+        containers.append((dirs.name, str(state.get("image", "?")), upper))
+        for d in state.get("layers", []):
+            users.setdefault(d, []).append(f"container {dirs.name}")
+        copies += upper + sum(layer_size(store, d) for d in state.get("layers", []))
+    layers = [(json.loads(m.read_text())["digest"], int(json.loads(m.read_text())["size"]))
+              for m in sorted(store.layers.glob("*.json"))]
+    rows = [(d, size, users.get(d, ["nothing (minictr prune removes it)"])) for d, size in layers]
+    on_disk = sum(size for _, size in layers) + sum(upper for _, _, upper in containers)
+    return DiskUsage(rows, containers, on_disk, copies)

@@ -72,15 +72,22 @@ def filesystem_type(path: Path) -> str:
     return fstype
 
 
-def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, merged: Path) -> None:
-    """Mount the container's root filesystem on ``merged``; runs in the container's mount ns."""
-    options = mount_options(lowers, upper, work)
+def mount_overlay(layers_dir: Path, lowers: Sequence[str], upper: Path, work: Path,
+                  merged: Path) -> None:
+    """Mount the container's root filesystem on ``merged``; runs in the container's mount ns.
+
+    ``lowers`` are layer names in ``layers_dir``, top-most first. They are given relative to
+    it (the mount is made from there), so that many layers fit in the one page of options
+    mount(2) accepts: lowerdir=HEX3:HEX2:HEX1 instead of three long absolute paths.
+    """
+    options = mount_options([Path(name) for name in lowers], upper, work)
     hints = {
         errno.ENODEV: "the kernel has no overlay filesystem: sudo modprobe overlay",
         errno.EINVAL: f"overlay refused the options; is {upper} on a filesystem overlay "
         f"can use ({filesystem_type(upper)})? see dmesg",
         errno.EPERM: "mounting needs root (CAP_SYS_ADMIN): try sudo",
     }
-    with step("mount the overlay: image below, private upper above",
-              f"mount -t overlay overlay -o {options} {merged}", hints):
+    with step("mount the overlay: the image's layers below, a private upper above",
+              f"cd {layers_dir} && mount -t overlay overlay -o {options} {merged}", hints):
+        os.chdir(layers_dir)
         libc.mount("overlay", str(merged), "overlay", 0, options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from minictr import libc
+from minictr import images, libc
 from minictr.explain import step
 from minictr.store import Store, is_locked, read_state, status
 
@@ -30,10 +30,14 @@ def prune(store: Store) -> list[str]:
     for link in sorted(store.names.iterdir()):
         if link.is_symlink() and not link.exists():  # a name whose container is gone
             link.unlink()
-    for leftover in sorted(store.images.glob(".build-*")):
-        if not is_locked(leftover / "lock"):  # a build that was killed half-way
+    for leftover in sorted(store.layers.glob(".tmp-*")):
+        lock = leftover.with_name(f"{leftover.name}.lock")
+        if leftover.is_dir() and not is_locked(lock):  # a build, import or export was killed
             shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(f"{leftover.name}  (unfinished image build)")
+            lock.unlink(missing_ok=True)
+            removed.append(f"{leftover.name}  (unfinished layer)")
+    with images.changing(store):
+        removed += [f"{d}  (unused layer)" for d in images.remove_unused_layers(store)]
     return removed
 
 

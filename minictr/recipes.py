@@ -1,68 +1,64 @@
 """Building images from their recipes in the repository's ``images/`` directory.
 
-Today there is one recipe, ``images/busybox/``: the host's static busybox, a symlink for each
-of its applets, a few files under /etc, and the directories a container expects.
+    images/busybox/   the host's static busybox, a symlink per applet, a few files in /etc
+    images/debian/    a minimal Debian made by debootstrap --variant=minbase
+
+Each recipe makes one layer: the files are laid out in a new directory of the layer store,
+which then takes its digest as its name (minictr.images.add_layer).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import struct
 import subprocess
-import tempfile
-import time
+import sys
+from collections import deque
 from pathlib import Path
 
-from minictr import diff
+from minictr import images
 from minictr.errors import StepError
 from minictr.explain import step
-from minictr.images import RECIPES, load
-from minictr.spec import Image
-from minictr.store import Store, hold_lock
+from minictr.spec import Image, ImageConfig
+from minictr.store import Store
+
+BUILDERS = ("busybox", "debian")
 
 
 def build(store: Store, name: str) -> Image:
-    """Build the image from its recipe into a temporary directory, then rename it into place.
-
-    rename(2) is atomic: a half-built image is never seen, and when two first runs build at
-    once, the second rename fails (the directory is not empty) and that copy is dropped.
-    """
-    if name != "busybox":
-        raise StepError("build image", f"no recipe for {name!r}", hint="minictr knows: busybox")
-    if (store.images / name / "image.json").exists():
-        return load(store.images / name)  # built already; containers may be using it
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=store.images))
-    lock = hold_lock(tmp / "lock")  # so that `prune` leaves a build in progress alone
-    try:
-        size = build_busybox(RECIPES / name, tmp / "rootfs")
-        recipe = json.loads((RECIPES / name / "image.json").read_text())
-        config = {"cmd": recipe["cmd"], "env": recipe["env"], "size": size,
-                  "created": time.time(), "recipe": f"images/{name}"}
-        (tmp / "image.json").write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / "lock").unlink()
-        tmp.chmod(0o755)
-        with contextlib.suppress(OSError):  # someone else finished first: theirs is as good
-            os.rename(tmp, store.images / name)
-    finally:
-        os.close(lock)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load(store.images / name)
+    """Build the image from images/NAME/ (once: an image that exists is left as it is)."""
+    if name not in BUILDERS:
+        raise StepError("build image", f"no recipe for {name!r}",
+                        hint=f"minictr knows: {', '.join(BUILDERS)}")
+    recipe = images.RECIPES / name
+    config = json.loads((recipe / "image.json").read_text())
+    fill = {"busybox": build_busybox, "debian": build_debian}[name]
+    with images.changing(store):
+        if (store.images / f"{name}.json").exists():
+            return images.load(store, name)  # built already; containers may be using it
+        digest, new = images.add_layer(store, lambda rootfs: fill(recipe, rootfs),
+                                       f"recipe images/{name}")
+        try:
+            return images.register(store, name, [digest], ImageConfig(
+                cmd=tuple(config["cmd"]), env=tuple(config["env"])), f"recipe images/{name}")
+        except BaseException:
+            if new:
+                images.forget_new_layers(store, [digest])
+            raise
 
 
-def build_busybox(recipe: Path, rootfs: Path) -> int:
-    """Lay out a busybox root filesystem; return its size in bytes.
+def build_busybox(recipe: Path, rootfs: Path) -> None:
+    """Lay out a busybox root filesystem in the (empty) directory ``rootfs``.
 
-    Shell: mkdir rootfs; cp $(which busybox) rootfs/bin/busybox;
+    Shell: cp $(which busybox) rootfs/bin/busybox;
            for a in $(busybox --list-full); do ln -s /bin/busybox rootfs/$a; done
     """
     config = json.loads((recipe / "image.json").read_text())
     host_busybox = find_static_busybox()
     with step("build the busybox image", f"cp {host_busybox} {rootfs}/bin/busybox; "
               "busybox --list-full | xargs -I{} ln -s /bin/busybox rootfs/{}"):
-        rootfs.mkdir(mode=0o755)
         for d, mode in config["dirs"].items():
             (rootfs / d).mkdir(parents=True, exist_ok=True)
             (rootfs / d).chmod(int(mode, 8))  # chmod after mkdir: the umask must not decide
@@ -76,7 +72,6 @@ def build_busybox(recipe: Path, rootfs: Path) -> int:
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to("/bin/busybox")
         shutil.copytree(recipe / "rootfs", rootfs, dirs_exist_ok=True)
-    return diff.tree_bytes(rootfs)
 
 
 def find_static_busybox() -> str:
@@ -107,3 +102,42 @@ def is_static_elf(path: str) -> bool:
     PT_INTERP = 3
     return all(struct.unpack_from(endian + "I", table, i * phentsize)[0] != PT_INTERP
                for i in range(phnum))
+
+
+def build_debian(recipe: Path, rootfs: Path) -> None:
+    """A minimal Debian, as the Debian installer lays down its base system.
+
+    Shell: debootstrap --variant=minbase bookworm ROOTFS http://deb.debian.org/debian
+    """
+    config = json.loads((recipe / "image.json").read_text())
+    if shutil.which("debootstrap") is None:
+        raise StepError("build image", "debootstrap is not installed",
+                        hint="sudo apt install debootstrap debian-archive-keyring")
+    argv = ["debootstrap", f"--variant={config['variant']}", config["suite"], str(rootfs),
+            config["mirror"]]
+    with step("debootstrap a minimal Debian (downloads ~40 MB)", " ".join(argv)):
+        run_with_progress(argv, "debootstrap")
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # not needed to run
+            for entry in (rootfs / cache).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+
+
+def run_with_progress(argv: list[str], what: str) -> None:
+    """Run a long command; on a terminal show its latest line, else stay quiet. On failure,
+    the error carries its last lines."""
+    last: deque[str] = deque(maxlen=8)
+    show = sys.stderr.isatty()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            last.append(line.rstrip())
+            if show:
+                print(f"\r\x1b[K{what}: {line.rstrip()[:100]}", end="", file=sys.stderr,
+                      flush=True)
+    if show:
+        print("\r\x1b[K", end="", file=sys.stderr)
+    if proc.returncode != 0:
+        raise StepError("build image", f"{what} failed (exit {proc.returncode}): "
+                        + " | ".join(last), hint="is the Debian mirror reachable?")

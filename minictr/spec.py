@@ -50,16 +50,28 @@ class ContainerDirs:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """What a container of the image runs unless told otherwise (OCI image config's names)."""
+
+    cmd: tuple[str, ...] = ("/bin/sh",)  # Cmd: the default command, replaced by run's CMD
+    entrypoint: tuple[str, ...] = ()  # Entrypoint: put before the command, kept
+    env: tuple[str, ...] = ()  # Env: "KEY=VALUE"
+    workdir: str = "/"  # WorkingDir: the command's current directory
+
+
+@dataclass(frozen=True)
 class Image:
-    """A read-only root filesystem and the defaults it runs with."""
+    """An ordered stack of read-only layers, and the defaults its containers start with."""
 
     name: str
-    rootfs: Path
-    cmd: tuple[str, ...]
-    env: tuple[str, ...]
-    size: int  # apparent bytes of the rootfs, measured when it was built
+    digests: tuple[str, ...]  # "sha256:<hex>" of each layer, bottom first
+    layers: tuple[Path, ...]  # each layer's directory, bottom first
+    config: ImageConfig
+    size: int  # apparent bytes of all its layers
+    created: float
+    source: str  # where it came from: a recipe, an import, a commit
 
     @property
     def lowers(self) -> tuple[Path, ...]:
-        """The overlay lowerdirs, top-most first. One layer today; images with layers come later."""
-        return (self.rootfs,)
+        """The overlay lowerdirs, top-most first, as lowerdir=top:...:bottom wants them."""
+        return tuple(reversed(self.layers))

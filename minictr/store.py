@@ -1,7 +1,7 @@
 """The state directory: ``$MINICTR_ROOT`` (default ``/var/lib/minictr``).
 
-    images/<name>/rootfs/          an image's root filesystem (an overlay lowerdir)
-    images/<name>/image.json       its default command, environment and size
+    layers/<hex>/                  one image layer, stored once by digest (an overlay lowerdir)
+    images/<name>.json             an image: its layers, default command, environment
     containers/<id>/upper/         overlay upperdir: what the container wrote
     containers/<id>/work/          overlay workdir
     containers/<id>/merged/        the mount point of the overlay (mounted only inside)
@@ -58,6 +58,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.images = root / "images"
+        self.layers = root / "layers"
         self.containers = root / "containers"
         self.names = root / "names"
 
@@ -71,7 +72,7 @@ class Store:
                             hint="use an absolute path without ',' or ':' (overlay's separators)")
         store = cls(root)
         try:
-            for d in (store.images, store.containers, store.names):
+            for d in (store.images, store.layers, store.containers, store.names):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise StepError.from_os_error("open state directory", e) from e

@@ -1,0 +1,118 @@
+"""Images in and out: import an archive, commit a container, export an OCI image.
+
+Everything crosses as OCI layer tars, where a deletion is a `.wh.NAME` file; on disk, a layer
+is in overlay's form, where it is a 0:0 character device (minictr.tarlayer converts both ways).
+
+    import   archive ──oci.open_image──▶ layer tars ──tarlayer.extract_layer──▶ layers/HEX/
+    commit   containers/ID/upper ──tarlayer.write_layer──▶ tar ──extract_layer──▶ layers/HEX/
+    export   layers/HEX/ ──write_layer──▶ layer tars ──oci.write_oci_layout_tar──▶ FILE
+
+Each is atomic: layers are made in a temporary directory and renamed, the image is named last,
+and a failure removes the layers it added. A layer already stored is shared, not copied.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from minictr import images, oci, tarlayer
+from minictr.errors import StepError
+from minictr.explain import note, step
+from minictr.spec import Image, ImageConfig
+from minictr.store import Store, read_state, status
+
+
+def import_image(store: Store, path: Path, name: str) -> Image:
+    """`minictr image import PATH NAME`. Shell (roughly): umoci unpack, then mv the layers."""
+    images.check_name_free(store, name)  # before any long work
+    if not path.exists():
+        raise StepError("import image", f"{path} does not exist")
+    added: list[str] = []
+    with images.changing(store), oci.open_image(path) as source:
+        images.check_name_free(store, name)
+        note(f"{path} is a {source.format} with {len(source.layers)} layer(s)")
+        try:
+            digests = []
+            for number, layer in enumerate(source.layers, 1):
+                with step(f"import layer {number} of {len(source.layers)}",
+                          "tar -xf LAYER.tar -C $LAYERS/.tmp  (and .wh.NAME → mknod NAME c 0 0)"):
+                    digest, new = images.add_layer(
+                        store, lambda d, layer=layer: extract_verified(layer, d),
+                        f"{source.format} {path}")
+                added += [digest] if new else []
+                digests.append(digest)
+            return images.register(store, name, digests, source.config,
+                                   f"import of {source.format} {path}")
+        except BaseException:
+            images.forget_new_layers(store, added)
+            raise
+
+
+def extract_verified(layer: oci.LayerSource, dest: Path) -> None:
+    """Extract one layer, then read its stream to the end: the digest is checked at the end of
+    the stream, and tar readers stop at the end-of-archive marker, before the padding."""
+    with layer.open() as stream:
+        tarlayer.extract_layer(stream, dest)
+        while stream.read(1 << 20):
+            pass
+
+
+def commit(store: Store, container: str, name: str) -> Image:
+    """`minictr commit CONTAINER NAME`: the container's upper becomes a new top layer.
+
+    The new image is the container's image plus that layer, and runs the container's command
+    by default, as `docker commit` does. Shell: tar -C UPPER -cf layer.tar . (with whiteouts
+    written as .wh. files), then import it on top of the image's layers.
+    """
+    dirs = store.find(container)
+    state = read_state(dirs)
+    images.check_name_free(store, name)
+    if status(dirs, state) == "running":
+        note("the container is running: files it writes at this moment may be caught half-way")
+    with images.changing(store), tempfile.TemporaryFile(dir=store.layers) as tar:
+        images.check_name_free(store, name)
+        with step("write the upper directory as an OCI layer tar",
+                  f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)"):
+            tarlayer.write_layer(dirs.upper, tar)
+        tar.seek(0)
+        with step("store it as a new layer", "tar -xf layer.tar -C $LAYERS/.tmp"):
+            digest, new = images.add_layer(store, lambda d: tarlayer.extract_layer(tar, d),
+                                           f"commit of {dirs.name}")
+        try:
+            config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in state["config"].items()})
+            return images.register(store, name, [*state["layers"], digest], config,
+                                   f"commit of container {dirs.name}")
+        except BaseException:
+            if new:
+                images.forget_new_layers(store, [digest])
+            raise
+
+
+def export_image(store: Store, name: str, file: Path) -> None:
+    """`minictr image export NAME FILE`: an OCI image layout in one tar (umoci and skopeo
+    read it: skopeo copy oci-archive:FILE:NAME ...)."""
+    image = images.get_existing(store, name)
+    if file.exists() or file.is_symlink():
+        raise StepError("export image", f"{file} exists", hint="remove it, or choose another")
+    if not file.parent.is_dir():
+        raise StepError("export image", f"{file.parent} is not a directory")
+    with images.scratch_dir(store) as tmp:
+        tars, diff_ids = [], []
+        for number, (layer, digest) in enumerate(zip(image.layers, image.digests, strict=True)):
+            tar = Path(tmp) / f"{number}.tar"
+            with step(f"write layer {number + 1} of {len(image.layers)} as a tar",
+                      f"tar -C $LAYERS/{digest.removeprefix('sha256:')} -cf {tar.name} ."), \
+                    open(tar, "wb") as out:
+                written = tarlayer.write_layer(layer, out)
+            if written != digest:  # the tar is made the same way as when it was stored
+                raise StepError("export image", f"layer {digest} changed on disk since it was "
+                                "stored", hint="its files were edited: remove and re-import it")
+            tars.append(tar)
+            diff_ids.append(written)
+        with step("write the OCI image layout", f"tar -cf {file} oci-layout index.json blobs/"):
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.created))
+            oci.write_oci_layout_tar(file, tars, image.config, name, created=created,
+                                     diff_ids=diff_ids)
