@@ -183,9 +183,7 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         enter_workdir(image.config.workdir)
         if spec.tty:
             terminal.attach_new_pty(sock)
-        elif not spec.interactive:
-            detach_stdin()
-        exec_command(command, env)
+        exec_command(command, env, stdin_from_null=not spec.interactive)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})
         os._exit(e.exit_code)
@@ -210,25 +208,24 @@ def enter_workdir(workdir: str) -> None:
         os.chdir(workdir)
 
 
-def detach_stdin() -> None:
-    """Without -i or a terminal the command reads /dev/null, as under `docker run`: a shell
-    then exits at once instead of waiting for input that never comes. Shell: exec </dev/null"""
-    with step("give the command /dev/null as stdin (no -i, no terminal)", "exec </dev/null"):
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-
-
-def exec_command(command: tuple[str, ...], env: list[str]) -> NoReturn:
+def exec_command(command: tuple[str, ...], env: list[str], *, stdin_from_null: bool) -> NoReturn:
     """Replace this process (PID 1) by the command, searching the container's PATH.
 
-    Exit codes as Docker's: 127 when the command is not found, 126 when it cannot be run.
-    Shell: exec env -i KEY=VALUE... COMMAND      See: execve(2)
+    Without -i or a terminal the command reads /dev/null, as under `docker run`: a shell then
+    exits at once instead of waiting for input that never comes. Exit codes as Docker's: 127
+    when the command is not found, 126 when it cannot be run.
+    Shell: exec env -i KEY=VALUE... COMMAND [</dev/null]      See: execve(2)
     """
     environ = dict(item.split("=", 1) for item in env)
-    with step("exec the command as PID 1", "exec env -i " + " ".join(env + list(command))):
+    redirect = " </dev/null" if stdin_from_null else ""
+    with step("exec the command as PID 1",
+              "exec env -i " + " ".join(env + list(command)) + redirect):
         sys.stdout.flush()
         sys.stderr.flush()
+        if stdin_from_null:  # after --step's pause, which reads the runtime's stdin
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
         try:
             os.execvpe(command[0], command, environ)
         except (FileNotFoundError, NotADirectoryError):

@@ -23,6 +23,7 @@ from minictr.errors import StepError
 
 _explain_to: TextIO | None = None
 _pause = False  # --step: wait for Enter before each step
+_enter_fd = 0  # where --step reads Enter from: the user's stdin
 _short_names: dict[str, str] = {}  # long path -> "$NAME", so the shell lines stay readable
 
 
@@ -38,17 +39,26 @@ def explain_to(stream: TextIO | None, *, pause: bool = False) -> None:
     _pause = pause and stream is not None
 
 
+def keep_the_users_terminal() -> None:
+    """Go on explaining to, and reading Enter from, the user's stderr and stdin after the
+    container's init replaces its own (with a new pty): duplicates of them, close-on-exec."""
+    global _explain_to, _enter_fd
+    if _explain_to is not None:
+        _explain_to = os.fdopen(os.dup(_explain_to.fileno()), "w", buffering=1)
+        _enter_fd = os.dup(0)
+
+
 def wait_for_enter() -> None:
     """Read one line from fd 0, a byte at a time: the runtime, the shim and init all share
     stdin, and a buffered read would swallow lines meant for a later step or the command.
     At end-of-file, go on without waiting (so `--step </dev/null` runs straight through)."""
     assert _explain_to is not None
     print("minictr:    [--step] press Enter to run it ", end="", file=_explain_to, flush=True)
-    while (byte := os.read(0, 1)) not in (b"\n", b""):
+    while (byte := os.read(_enter_fd, 1)) not in (b"\n", b""):
         pass
     if not byte:
         print("(end of input)", file=_explain_to, flush=True)
-    elif not os.isatty(0):
+    elif not os.isatty(_enter_fd):
         print(file=_explain_to, flush=True)  # a terminal echoed the Enter; a pipe did not
 
 

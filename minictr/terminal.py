@@ -21,6 +21,7 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from minictr import explain
 from minictr.explain import step
 from minictr.namespaces import send
 
@@ -32,6 +33,7 @@ def attach_new_pty(sock: socket.socket) -> None:
     """
     with step("open a pseudo-terminal in the container's devpts",
               "exec setsid -c COMMAND </dev/pts/0 >/dev/pts/0 2>&1"):
+        explain.keep_the_users_terminal()  # --explain and --step stay on the user's
         master, slave = os.openpty()  # opens /dev/ptmx, which is the container's pts/ptmx
         send(sock, {"pty": True}, [master])
         os.close(master)

@@ -25,7 +25,6 @@ STEPS = [
     ("pivot_root", "cd $C/merged && pivot_root . . && umount -l . && cd /",
      "minictr.rootfs.pivot_into"),
     ("hostname", "hostname shown", "minictr.container.set_hostname"),
-    ("/dev/null", "exec </dev/null", "minictr.container.detach_stdin"),  # no -i, no terminal
     ("exec the command as PID 1", "exec env -i PATH=", "minictr.container.exec_command"),
 ]
 
@@ -61,10 +60,10 @@ def test_explain_is_quiet_without_the_flag(minictr):
 
 
 def test_step_waits_for_a_line_before_each_step(minictr):
-    # One Enter per step up to the exec (with -i there is no /dev/null step), then a line for
-    # the container: it must reach `cat` whole, so the pauses read stdin a byte at a time.
+    # One Enter per step up to the exec, then a line for the container: it must reach `cat`
+    # whole, so the pauses read stdin a byte at a time.
     minictr("image", "build", "busybox", check=True)
-    steps = len(STEPS) - 1
+    steps = len(STEPS)
     r = minictr("run", "--rm", "--step", "-i", "busybox", "cat",
                 input="\n" * steps + "for the container\n")
     assert r.returncode == 0, r.stderr

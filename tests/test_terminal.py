@@ -25,17 +25,23 @@ class Terminal:
 
     def expect(self, text: str, timeout: float = 30) -> None:
         """Read until ``text`` appears (output is the synchronisation, never a sleep)."""
-        while text.encode() not in self.seen:
+        assert self.next_of(text, timeout=timeout) == text, self.seen[-400:]
+
+    def next_of(self, *texts: str, timeout: float = 30) -> str | None:
+        """Read until one of ``texts`` appears; return it (None: the terminal was closed)."""
+        while not any(t.encode() in self.seen for t in texts):
             ready, _, _ = select.select([self.master], [], [], timeout)
-            assert ready, f"never saw {text!r}; the screen shows {self.seen[-400:]!r}"
+            assert ready, f"never saw any of {texts!r}; the screen shows {self.seen[-400:]!r}"
             try:
                 data = os.read(self.master, 4096)
                 self.seen += data
                 self.screen += data
             except OSError:  # EIO: minictr closed the terminal
-                break
-        assert text.encode() in self.seen, self.seen[-400:]
-        self.seen = self.seen[self.seen.index(text.encode()) + len(text):]
+                return None
+        found = min((t for t in texts if t.encode() in self.seen),
+                    key=lambda t: self.seen.index(t.encode()))
+        self.seen = self.seen[self.seen.index(found.encode()) + len(found):]
+        return found
 
 
 def test_interactive_shell(minictr_root):
@@ -68,3 +74,28 @@ def test_interactive_shell(minictr_root):
             proc.wait()
     assert proc.returncode == 7, err
     assert b"after-4" not in term.screen  # Ctrl-C ended the whole line
+
+
+def test_step_mode_on_a_terminal(minictr_root):
+    """--step at a terminal: the pauses keep reading the user's terminal, even after the
+    container's init has switched its own stdio to the container's new pty."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "minictr", "run", "--rm", "--step", "busybox",
+                             "sh", "-c", "echo hi-$((1 + 2))"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    term = Terminal(master)
+    try:
+        pauses = 0
+        while term.next_of("press Enter", "what it changed") == "press Enter":
+            pauses += 1
+            term.type("\r")
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert b"hi-3" in term.screen
+    assert pauses >= 14  # every step, the pty's and the exec's included
