@@ -310,7 +310,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         return 0
     else:
         image = images.get_existing(store, args.name)
-        print(json.dumps(image_record(image), indent=2))
+        print(json.dumps([image_record(image)], indent=2))  # a list, as `docker image inspect`
         return 0
     print(f"{image.name}: {len(image.digests)} layer(s), {human_size(image.size)}")
     return 0

@@ -121,6 +121,13 @@ def build_debian(recipe: Path, rootfs: Path) -> None:
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
                     entry.unlink()
+        # debootstrap makes device nodes in /dev (console, null, ...). A layer holds none:
+        # minictr mounts a fresh /dev with only the safe devices in every container.
+        for entry in (rootfs / "dev").iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def run_with_progress(argv: list[str], what: str) -> None:
