@@ -46,10 +46,11 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ContextManager, Protocol
+from typing import IO, Any, Protocol
 
 from minictr.errors import StepError
 
@@ -88,10 +89,11 @@ _LAYER_TYPES = {
 }
 # The first bytes of each compressed format (RFC 1952, bzip2, xz, RFC 8878).
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+# Each wraps an open stream, which stays the caller's to close.
 _OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
     "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
     "bzip2": lambda f: bz2.BZ2File(f),
-    "xz": lambda f: lzma.LZMAFile(f),
+    "xz": lambda f: lzma.LZMAFile(f),  # noqa: SIM115
 }
 _BAD_DATA = (OSError, EOFError, zlib.error, lzma.LZMAError)  # what the decompressors raise
 _ZSTD_HINT = ("Python's standard library cannot read zstd; recompress with gzip: "
@@ -273,9 +275,9 @@ def _layer_stream(raw: ContextManager[IO[bytes]], *, digest: str | None, size: i
 
     Shell: sha256sum BLOB; gzip -dc BLOB | sha256sum   (the second one is the diff_id)
     """
-    if compression == "zstd":
-        raise _fail(f"{what} is compressed with zstd, which minictr cannot read", _ZSTD_HINT)
     with raw as stream:
+        if compression == "zstd":
+            raise _fail(f"{what} is compressed with zstd, which minictr cannot read", _ZSTD_HINT)
         blob = VerifyingReader(stream, digest, size, what, progress=progress)
         plain: IO[bytes] = io.BufferedReader(blob, _CHUNK)
         if compression:
@@ -306,7 +308,6 @@ def _clean(name: str) -> str | None:
 class _Dir:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.kind = "dir"
 
     def size(self, name: str) -> int | None:
         """Bytes of the regular file at name, None if there is none."""
@@ -315,7 +316,9 @@ class _Dir:
         return path.stat().st_size if path and path.is_file() else None
 
     def open(self, name: str) -> ContextManager[IO[bytes]]:
-        return open(self.root / (_clean(name) or "."), "rb")
+        clean = _clean(name)
+        assert clean is not None, name  # callers ask size() first
+        return open(self.root / clean, "rb")
 
 
 class _Tar:
@@ -327,13 +330,12 @@ class _Tar:
     """
 
     def __init__(self, path: Path, compression: str | None) -> None:
-        self.kind = "tar"
         try:
-            self.tar = tarfile.open(path, "r:*")
+            self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by close())
         except (tarfile.TarError, *_BAD_DATA) as e:
             if compression:
                 raise _fail(f"{path} is {compression}-compressed, but not a tar archive or a "
-                            f"complete one ({e})", _AGAIN) from e
+                            "complete one", _AGAIN) from e
             raise _unknown(path) from e
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
@@ -501,12 +503,10 @@ def _read_json(archive: _Archive, name: str, what: str, *, digest: str | None = 
                size: int | None = None) -> Any:
     """A small JSON file, checked against digest and size when they are known."""
     with archive.open(name) as stream:
-        data = VerifyingReader(stream, digest, size, what).read(_JSON_MAX + 1)
-        if len(data) > _JSON_MAX:
-            raise _fail(f"{what} is larger than {_JSON_MAX} bytes: not an image's JSON")
-        _drain(stream)
-    if digest:  # the size is right, but the end was not seen yet: check it
-        VerifyingReader(io.BytesIO(data), digest, size, what).read()
+        data = stream.read(_JSON_MAX + 1)
+    if len(data) > _JSON_MAX:
+        raise _fail(f"{what} is larger than {_JSON_MAX} bytes: not an image's JSON")
+    VerifyingReader(io.BytesIO(data), digest, size, what).read()  # read to the end: checked
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -541,7 +541,8 @@ def _read_oci(archive: _Archive, ref: str | None) -> ImageSource:
     config = _blob_json(archive, config_desc, "the manifest")
     descs = [_descriptor(d, "the manifest") for d in manifest["layers"]]
     diff_ids = _diff_ids(config, len(descs))
-    layers = tuple(_oci_layer(archive, d, diff_id) for d, diff_id in zip(descs, diff_ids))
+    layers = tuple(_oci_layer(archive, d, diff_id)
+                   for d, diff_id in zip(descs, diff_ids, strict=True))
     kind = "oci-layout-dir" if isinstance(archive, _Dir) else "oci-layout-tar"
     return ImageSource(kind, layers, _image_config(config))
 
@@ -624,6 +625,8 @@ def _diff_ids(config: dict[str, Any], layers: int) -> list[str]:
 def _image_config(config: dict[str, Any]) -> ImageConfig:
     """config.config's Cmd, Entrypoint, Env, WorkingDir (config.md); each may be missing."""
     c = config.get("config") or {}
+    if not isinstance(c, dict):
+        raise _fail("the image config is not valid: config.config is not an object", _AGAIN)
 
     def strings(key: str) -> tuple[str, ...]:
         value = c.get(key) or []
@@ -632,8 +635,8 @@ def _image_config(config: dict[str, Any]) -> ImageConfig:
         return tuple(value)
 
     workdir = c.get("WorkingDir") or "/"
-    if not isinstance(c, dict) or not isinstance(workdir, str):
-        raise _fail("the image config is not valid (config.config)", _AGAIN)
+    if not isinstance(workdir, str):
+        raise _fail("the image config's WorkingDir is not a string", _AGAIN)
     return ImageConfig(cmd=strings("Cmd"), entrypoint=strings("Entrypoint"),
                        env=strings("Env"), workdir=workdir)
 
@@ -655,11 +658,12 @@ def _read_docker(archive: _Archive, ref: str | None) -> ImageSource:
         entries = [e for e in entries if any(_tag_matches(t, ref) for t in e.get("RepoTags")
                                              or [])]
     unique = list({str(e.get("Config")): e for e in entries}.values())
-    if len(unique) != 1:
-        tags = sorted(t for e in unique for t in e.get("RepoTags") or [])
+    if not unique:
+        raise _fail("manifest.json lists no image" + (f" tagged {ref!r}" if ref else ""))
+    if len(unique) > 1:
+        tags = sorted(str(t) for e in unique for t in e.get("RepoTags") or [])
         raise _fail(f"manifest.json lists {len(unique)} images ({', '.join(tags) or 'untagged'})"
-                    f" and minictr imports one" if unique else "manifest.json lists no image"
-                    + (f" tagged {ref!r}" if ref else ""),
+                    " and minictr cannot tell which one to import",
                     "save only the one you want: docker save NAME:TAG -o FILE")
     entry = unique[0]
     config_name, layer_names = entry.get("Config"), entry.get("Layers")
@@ -669,7 +673,7 @@ def _read_docker(archive: _Archive, ref: str | None) -> ImageSource:
     config = _docker_config(archive, config_name)
     diff_ids = _diff_ids(config, len(layer_names))
     layers = tuple(_docker_layer(archive, name, diff_id)
-                   for name, diff_id in zip(layer_names, diff_ids))
+                   for name, diff_id in zip(layer_names, diff_ids, strict=True))
     return ImageSource("docker-archive", layers, _image_config(config))
 
 
@@ -779,40 +783,62 @@ def write_oci_layout_tar(out_path: Path, layers: Sequence[Path], config: ImageCo
     """
     if not _REF.fullmatch(ref_name):
         raise StepError(EXPORT_STEP, f"{ref_name!r} is not a valid OCI reference name",
-                        hint="letters and digits, separated by one of - . _ : @ + or --; "
-                        "an image-layout.md rule that umoci enforces")
+                        hint="letters and digits, each run of them separated by one of "
+                        "- . _ : @ + or by --: an image-layout.md rule that umoci enforces")
     if len(layers) != len(diff_ids):
         raise StepError(EXPORT_STEP, f"{len(layers)} layers but {len(diff_ids)} diff_ids")
+    try:
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as t:
+            tmp = Path(t)
+            blobs, layer_descs = _compress_layers(layers, diff_ids, tmp, progress)
+            index = _add_config_and_manifest(blobs, layer_descs, config, ref_name, created,
+                                             list(diff_ids))
+            layout = {"oci-layout": _json_bytes({"imageLayoutVersion": LAYOUT_VERSION}),
+                      "index.json": index}
+            _write_tar(tmp / "image.tar", layout, blobs)
+            os.replace(tmp / "image.tar", out_path)  # same directory: rename(2), atomic
+    except OSError as e:
+        raise StepError.from_os_error(EXPORT_STEP, e) from e
+
+
+def _compress_layers(layers: Sequence[Path], diff_ids: Sequence[str], tmp: Path,
+                     progress: Callable[[int], None] | None,
+                     ) -> tuple[dict[str, Path | bytes], list[dict[str, Any]]]:
+    """Each layer tar as a gzip blob in tmp: the blobs (digest -> file), their descriptors."""
+    blobs: dict[str, Path | bytes] = {}
+    descs, done = [], 0
+    for number, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True), 1):
+        gz = tmp / f"layer-{number}.tar.gz"
+        digest, size, seen = _gzip_layer(layer, gz, progress, done)
+        if seen != diff_id:
+            raise StepError(EXPORT_STEP, f"layer {number} ({layer}) hashes to {seen}, "
+                            f"not to its diff_id {diff_id}")
+        done += layer.stat().st_size
+        blobs[digest] = gz  # two equal layers are one blob
+        descs.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
+    return blobs, descs
+
+
+def _add_config_and_manifest(blobs: dict[str, Path | bytes], layer_descs: list[dict[str, Any]],
+                             config: ImageConfig, ref_name: str, created: str,
+                             diff_ids: list[str]) -> bytes:
+    """Add the config and manifest blobs; return index.json, which points to the manifest
+    and names it ref_name (what `skopeo ... oci-archive:FILE:REF` and umoci's --image L:REF
+    look up)."""
     arch = machine_arch()
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp:
-        blobs: dict[str, Path | bytes] = {}  # digest -> the blob's file or its bytes
-        layer_descs, done = [], 0
-        for number, (layer, diff_id) in enumerate(zip(layers, diff_ids), 1):
-            gz = Path(tmp, f"layer-{number}.tar.gz")
-            digest, size, seen = _gzip_layer(layer, gz, progress, done)
-            if seen != diff_id:
-                raise StepError(EXPORT_STEP, f"layer {number} ({layer}) hashes to {seen}, "
-                                f"not to its diff_id {diff_id}")
-            done += layer.stat().st_size
-            blobs[digest] = gz
-            layer_descs.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
-        config_blob = _json_bytes(_config_doc(config, arch, created, list(diff_ids)))
-        manifest_blob = _json_bytes({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layer_descs,
-            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config_blob),
-                       "size": len(config_blob)},
-        })
-        index = _json_bytes({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
-            "mediaType": OCI_MANIFEST, "digest": _digest(manifest_blob),
-            "size": len(manifest_blob), "annotations": {REF_NAME: ref_name},
-            "platform": {"architecture": arch, "os": "linux"},
-        }]})
-        blobs[_digest(config_blob)] = config_blob
-        blobs[_digest(manifest_blob)] = manifest_blob
-        partial = Path(tmp, "image.tar")
-        _write_tar(partial, {"oci-layout": _json_bytes({"imageLayoutVersion": LAYOUT_VERSION}),
-                             "index.json": index}, blobs)
-        os.replace(partial, out_path)  # same directory: a rename, atomic (rename(2))
+    config_blob = _json_bytes(_config_doc(config, arch, created, diff_ids))
+    manifest_blob = _json_bytes({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layer_descs,
+        "config": {"mediaType": OCI_CONFIG, "digest": _digest(config_blob),
+                   "size": len(config_blob)},
+    })
+    blobs[_digest(config_blob)] = config_blob
+    blobs[_digest(manifest_blob)] = manifest_blob
+    return _json_bytes({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
+        "mediaType": OCI_MANIFEST, "digest": _digest(manifest_blob),
+        "size": len(manifest_blob), "annotations": {REF_NAME: ref_name},
+        "platform": {"architecture": arch, "os": "linux"},
+    }]})
 
 
 def _config_doc(config: ImageConfig, arch: str, created: str,
