@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from minictr.errors import StepError
+from minictr.spec import ImageConfig
 
 STEP = "import image"
 EXPORT_STEP = "export image"
@@ -125,16 +126,6 @@ def machine_arch() -> str:
 
 
 # --- what an image is, for the importer ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """What a container of the image runs unless told otherwise (the OCI config's names)."""
-
-    cmd: tuple[str, ...] = ("/bin/sh",)  # config.Cmd
-    entrypoint: tuple[str, ...] = ()  # config.Entrypoint: put before cmd
-    env: tuple[str, ...] = ()  # config.Env: "KEY=VALUE"
-    workdir: str = "/"  # config.WorkingDir ("" means "/")
 
 
 class LayerOpener(Protocol):
