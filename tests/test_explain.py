@@ -14,8 +14,9 @@ STEPS = [
     ("unshare namespaces", "unshare --mount --uts --ipc --pid --net --cgroup --fork",
      "minictr.namespaces._shim"),
     ("mount private", "mount --make-rprivate /", "minictr.rootfs.make_mounts_private"),
-    ("overlay", "mount -t overlay overlay -o lowerdir=$IMAGE,upperdir=$C/upper,workdir=$C/work,"
-     "redirect_dir=off,metacopy=off,index=off $C/merged", "minictr.overlay.mount_overlay"),
+    ("overlay", "cd $LAYERS && mount -t overlay overlay -o lowerdir=$L1,upperdir=$C/upper,"
+     "workdir=$C/work,redirect_dir=off,metacopy=off,index=off $C/merged",
+     "minictr.overlay.mount_overlay"),
     ("/proc", "mount -t proc -o nosuid,nodev,noexec proc $C/merged/proc",
      "minictr.rootfs.mount_proc"),
     ("/dev", "mount -t tmpfs", "minictr.rootfs.mount_dev"),
@@ -51,7 +52,8 @@ def test_explain_prints_every_step_in_order(minictr):
         assert all(w in title for w in words.split() if w not in ("mount",)), (words, title)
         assert shown_shell.startswith(shell), (shell, shown_shell)
         assert shown_where == where
-    assert "$ C=" in r.stderr and "$ IMAGE=" in r.stderr  # the long paths, defined once
+    assert "$ C=" in r.stderr and "$ LAYERS=" in r.stderr  # the long paths, defined once
+    assert "$ L1=" in r.stderr  # each layer's digest, bottom first
 
 
 def test_explain_is_quiet_without_the_flag(minictr):
