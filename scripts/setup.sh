@@ -38,8 +38,10 @@ say() { printf '=> %s\n' "$*"; }
 #   make test lints scripts/*.sh and .ci/run               shellcheck
 #   make test checks the Vagrantfile parses (ruby -c)      ruby (about 40 MB)
 #   the tutorial's tree, ip, nsenter, unshare, findmnt     tree iproute2 util-linux
+#   minictr image build debian                             debootstrap debian-archive-keyring
+#   the image tests' other side (OCI layouts, archives)    umoci skopeo
 packages=(busybox-static libcap-dev python3-venv python3-dev gcc make runc shellcheck ruby
-          tree iproute2 util-linux)
+          tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo)
 missing=()
 for pkg in "${packages[@]}"; do
     # Status, not mere presence: a removed package whose config files remain is not installed.
