@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TextIO
 
@@ -109,3 +109,27 @@ class step:  # lower case: it reads like a function, `with step(...):`
     ) -> None:
         if isinstance(err, OSError):
             raise StepError.from_os_error(self.name, err, self.hints.get(err.errno or 0)) from err
+
+
+class progress:  # lower case: it is used like a function, `with progress(...) as update:`
+    """A one-line progress report on stderr for long work, only when stderr is a terminal
+    (a pipe or a log gets nothing): ``update(done)`` with bytes done so far, out of ``total``.
+    """
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.total = max(total, 1)
+        self.shown = sys.stderr.isatty()
+
+    def __enter__(self) -> Callable[[int], None]:
+        return self.update
+
+    def update(self, done: int) -> None:
+        if self.shown:
+            mib = 1024 * 1024
+            print(f"\r\x1b[K{self.what}: {done / mib:.1f} of {self.total / mib:.1f} MiB "
+                  f"({100 * done // self.total}%)", end="", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)

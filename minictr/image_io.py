@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minictr import images, oci, tarlayer
 from minictr.errors import StepError
-from minictr.explain import note, step
+from minictr.explain import note, progress, step
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store, read_state, status
 
@@ -38,8 +38,9 @@ def import_image(store: Store, path: Path, name: str) -> Image:
             for number, layer in enumerate(source.layers, 1):
                 with step(f"import layer {number} of {len(source.layers)}",
                           "tar -xf LAYER.tar -C $LAYERS/.tmp  (and .wh.NAME → mknod NAME c 0 0)"):
+                    what = f"layer {number} of {len(source.layers)}"
                     digest, new = images.add_layer(
-                        store, lambda d, layer=layer: extract_verified(layer, d),
+                        store, lambda d, layer=layer, what=what: extract_verified(layer, d, what),
                         f"{source.format} {path}")
                 added += [digest] if new else []
                 digests.append(digest)
@@ -50,10 +51,10 @@ def import_image(store: Store, path: Path, name: str) -> Image:
             raise
 
 
-def extract_verified(layer: oci.LayerSource, dest: Path) -> None:
+def extract_verified(layer: oci.LayerSource, dest: Path, what: str) -> None:
     """Extract one layer, then read its stream to the end: the digest is checked at the end of
     the stream, and tar readers stop at the end-of-archive marker, before the padding."""
-    with layer.open() as stream:
+    with progress(what, layer.size) as update, layer.open(progress=update) as stream:
         tarlayer.extract_layer(stream, dest)
         while stream.read(1 << 20):
             pass
@@ -112,7 +113,8 @@ def export_image(store: Store, name: str, file: Path) -> None:
                                 "stored", hint="its files were edited: remove and re-import it")
             tars.append(tar)
             diff_ids.append(written)
-        with step("write the OCI image layout", f"tar -cf {file} oci-layout index.json blobs/"):
+        with step("write the OCI image layout", f"tar -cf {file} oci-layout index.json blobs/"), \
+                progress("compress the layers", sum(t.stat().st_size for t in tars)) as update:
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.created))
             oci.write_oci_layout_tar(file, tars, image.config, name, created=created,
-                                     diff_ids=diff_ids)
+                                     diff_ids=diff_ids, progress=update)

@@ -249,8 +249,8 @@ def disk_usage(store: Store) -> DiskUsage:
         for d in state.get("layers", []):
             users.setdefault(d, []).append(f"container {dirs.name}")
         copies += upper + sum(layer_size(store, d) for d in state.get("layers", []))
-    layers = [(json.loads(m.read_text())["digest"], int(json.loads(m.read_text())["size"]))
-              for m in sorted(store.layers.glob("*.json"))]
+    metas = [json.loads(m.read_text()) for m in sorted(store.layers.glob("*.json"))]
+    layers = [(meta["digest"], int(meta["size"])) for meta in metas]
     rows = [(d, size, users.get(d, ["nothing (minictr prune removes it)"])) for d, size in layers]
     on_disk = sum(size for _, size in layers) + sum(upper for _, _, upper in containers)
     return DiskUsage(rows, containers, on_disk, copies)
