@@ -123,10 +123,11 @@ def normalise(path: str) -> str:
 
 
 def layer_names(n_lowers: int) -> list[str]:
-    """Short names, by layer number: ["upper", "image"], or ["upper", "L1", "L2", ...]."""
+    """Short names, by layer number (top first): ["upper", "image"], or ["upper", "L3", "L2",
+    "L1"]: L1 is the image's bottom layer, as `images` and `--explain` number them."""
     if n_lowers == 1:
         return ["upper", "image"]
-    return ["upper", *(f"L{i}" for i in range(1, n_lowers + 1))]
+    return ["upper", *(f"L{i}" for i in range(n_lowers, 0, -1))]
 
 
 def merged_view(upper: Path, lowers: Sequence[Path], path: str = "/") -> Entry:
@@ -291,7 +292,7 @@ class _View:
     def _name(self, layer: int) -> str:
         if layer == UPPER:
             return "upper"
-        return "the image" if len(self.lowers) == 1 else f"layer {layer}"
+        return "the image" if len(self.lowers) == 1 else f"layer {len(self.lowers) - layer + 1}"
 
     def _whose(self, layer: int) -> str:
         return f"{self._name(layer)}'s"
@@ -390,7 +391,7 @@ def _legend(tags: list[str], color: bool) -> list[str]:
     else:
         parts.append(f"{tags[1]} (top)" + "".join(f", {t}" for t in tags[2:])
                      + " = the image's layers (shared, read-only)")
-        merged = f"{upper}+L1 = a directory merged from those layers"
+        merged = f"{upper}+{tags[1]} = a directory merged from those layers"
     return [f"Layers, top first: {' · '.join(parts)}",
             f"{merged} · {gone} = not in the merged view (deleted or hidden)"]
 

@@ -424,7 +424,14 @@ class _LayerDir:
         fd = os.dup(self.fd)
         try:
             for i, part in enumerate(parts):
-                fd = _step_down(fd, part, "/".join(parts[: i + 1]), member)
+                path = "/".join(parts[: i + 1])
+                made = _lstat(fd, part) is None
+                fd = _step_down(fd, part, path, member)
+                if made and path not in self.dirs:
+                    # A directory the archive has no entry for (umoci leaves out parents):
+                    # fixed attributes, set last like any directory's, so that the same tar
+                    # always makes the same tree, with the same digest (images.add_layer).
+                    self.dirs[path] = _implied_dir_info(path)
         except BaseException:
             os.close(fd)
             raise
@@ -758,6 +765,14 @@ def _tarinfo(name: str, st: os.stat_result) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.mtime = int(st.st_mtime)
     info.type = tarfile.DIRTYPE if stat.S_ISDIR(st.st_mode) else tarfile.REGTYPE
+    return info
+
+
+def _implied_dir_info(name: str) -> tarfile.TarInfo:
+    """A directory made for the entries below it: 0755, root's, mtime 0, as tar's
+    ``mkdir -p`` would make it, but with no time of its own (it would be the import's)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
     return info
 
 

@@ -233,7 +233,7 @@ def test_long_runs_of_whiteouts_are_collapsed_too(tmp_path: Path) -> None:
 
 def test_layer_names() -> None:
     assert layers.layer_names(1) == ["upper", "image"]
-    assert layers.layer_names(3) == ["upper", "L1", "L2", "L3"]
+    assert layers.layer_names(3) == ["upper", "L3", "L2", "L1"]  # top first; L1 is the base
 
 
 def test_colour_only_when_asked(tmp_path: Path) -> None:
@@ -249,7 +249,7 @@ def test_colour_only_when_asked(tmp_path: Path) -> None:
 
 
 def make_two_lowers(tmp_path: Path) -> tuple[Path, list[Path]]:
-    """An image of two layers, L1 on top of L2, and an upper over both."""
+    """An image of two layers, L2 (dir l1, top) on L1 (dir l2, the base), and an upper."""
     upper, l1, l2 = tmp_path / "upper", tmp_path / "l1", tmp_path / "l2"
     upper.mkdir()
     write(l2 / "etc" / "passwd", "root:x:0:0::/root:/bin/sh\n")
@@ -277,23 +277,23 @@ def make_two_lowers(tmp_path: Path) -> tuple[Path, list[Path]]:
 def test_two_lower_layers(two_lowers: tuple[Path, list[Path]]) -> None:
     upper, lowers = two_lowers
     assert show(upper, lowers) == """\
-Layers, top first: upper = this container's (read-write) · L1 (top), L2 = the image's layers (shared, read-only)
-upper+L1 = a directory merged from those layers · ✗ = not in the merged view (deleted or hidden)
-/                   upper+L1+L2
-├── etc/            upper+L1+L2  copied up from the image: holds changes below
-│   ├── issue       L2
-│   ├── motd        ✗ L2         deleted: a whiteout in layer 1 hides layer 2's file
+Layers, top first: upper = this container's (read-write) · L2 (top), L1 = the image's layers (shared, read-only)
+upper+L2 = a directory merged from those layers · ✗ = not in the merged view (deleted or hidden)
+/                   upper+L2+L1
+├── etc/            upper+L2+L1  copied up from the image: holds changes below
+│   ├── issue       L1
+│   ├── motd        ✗ L1         deleted: a whiteout in layer 2 hides layer 1's file
 │   └── passwd      upper        copied up from the image: content changed (27 → 54 bytes)
-├── opt/            L1           opaque: hides what the layers below have here
-│   ├── app/        ✗ L2         hidden by the opaque dir above (in layer 1): no whiteout needed
-│   ├── app.conf    L1
-│   └── readme      ✗ L2         hidden by the opaque dir above (in layer 1): no whiteout needed
-├── srv/            L1           hides layer 2's file
-│   └── index.html  L1
-└── var/            upper+L1+L2  copied up from the image: holds changes below
-    ├── data        L2
+├── opt/            L2           opaque: hides what the layers below have here
+│   ├── app/        ✗ L1         hidden by the opaque dir above (in layer 2): no whiteout needed
+│   ├── app.conf    L2
+│   └── readme      ✗ L1         hidden by the opaque dir above (in layer 2): no whiteout needed
+├── srv/            L2           hides layer 1's file
+│   └── index.html  L2
+└── var/            upper+L2+L1  copied up from the image: holds changes below
+    ├── data        L1
     └── new         upper        new file
-10 visible: 2 from upper, 4 from L1, 2 from L2, 2 merged dirs · 1 deleted by whiteouts · 2 hidden by opaque dirs
+10 visible: 2 from upper, 4 from L2, 2 from L1, 2 merged dirs · 1 deleted by whiteouts · 2 hidden by opaque dirs
 """  # noqa: E501
 
 
@@ -451,9 +451,10 @@ def test_odd_hand_made_layers_agree_with_the_kernel(tmp_path: Path, mount_overla
     rows = parse(show(upper, [l1, l2]))
     assert rows["/b"] == ("upper", "type changed: the image's file is now a directory")
     assert rows["/ghost"] == ("✗", "a whiteout in upper, over nothing")
-    assert rows["/ghost2"] == ("✗ L2", "deleted: a whiteout in layer 1 hides layer 2's file")
-    assert rows["/d/gone"][0] == "✗ L2"
-    assert rows["/f/x"][0] == "✗ L1" and rows["/f/y"][0] == "✗ L2"
+    # l1 is the top layer (L2), l2 the base (L1)
+    assert rows["/ghost2"] == ("✗ L1", "deleted: a whiteout in layer 2 hides layer 1's file")
+    assert rows["/d/gone"][0] == "✗ L1"
+    assert rows["/f/x"][0] == "✗ L2" and rows["/f/y"][0] == "✗ L1"
     assert_agrees_with_the_kernel(upper, [l1, l2], mount_overlay(upper, [l1, l2]))
 
 
