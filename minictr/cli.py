@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,6 +44,11 @@ def build_parser() -> Parser:
                      help="set an environment variable (KEY alone: take it from the host)")
     run.add_argument("-i", "--interactive", action="store_true",
                      help="keep stdin attached when it is not a terminal (a terminal always is)")
+    run.add_argument("-m", "--memory", metavar="SIZE",
+                     help="memory limit: a number and a unit b, k, m or g (64m); no swap beyond")
+    run.add_argument("--pids-limit", metavar="N",
+                     help="at most N processes and threads, minictr's shim included (-1: none)")
+    run.add_argument("--cpus", metavar="N", help="CPU time limit, in CPUs (0.5: half of one)")
     run.add_argument("--explain", action="store_true",
                      help="print every step with the shell command that does the same")
     run.add_argument("--step", action="store_true",
@@ -56,6 +61,9 @@ def build_parser() -> Parser:
     diff.add_argument("container", metavar="NAME")
     inspect = verbs.add_parser("inspect", help="a container's state and directories, as JSON")
     inspect.add_argument("containers", nargs="+", metavar="NAME")
+    stats = verbs.add_parser("stats", help="memory, pids and CPU time of containers: live while "
+                             "they run, the final numbers after")
+    stats.add_argument("containers", nargs="+", metavar="NAME")
     rm = verbs.add_parser("rm", help="remove stopped containers")
     rm.add_argument("containers", nargs="+", metavar="NAME")
     verbs.add_parser("prune", help="remove all stopped containers and what crashed runs left")
@@ -112,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from minictr import container, report
+    from minictr import cgroups, container, report
     from minictr.spec import RunSpec
     from minictr.store import check_name
 
@@ -122,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.hostname is not None and not HOSTNAME_PATTERN.fullmatch(args.hostname):
         raise StepError("check input", f"invalid hostname {args.hostname!r}",
                         hint="use letters, digits, '-' and '.', at most 64 characters")
+    limits = cgroups.parse_limits(args.memory, args.pids_limit, args.cpus)
     if args.explain or args.step:
         explain_to(sys.stderr, pause=args.step)
     # As `docker run -it` when stdin and stdout are terminals; otherwise as `docker run`
@@ -129,15 +138,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
                    hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
-                   interactive=args.interactive or tty, tty=tty)
+                   interactive=args.interactive or tty, tty=tty, limits=limits)
     outcome = container.run(spec)
     sys.stdout.flush()
     where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)
-    print(f"minictr: {outcome.dirs.name} exited with code {outcome.exit_code}; what it "
+    why = "".join(f", {reason}" for reason in
+                  cgroups.why_it_ended(outcome.limits, outcome.stats, outcome.exit_code))
+    print(f"minictr: {outcome.dirs.name} exited with code {outcome.exit_code}{why}; what it "
           f"changed, in its upper layer ({where}):", file=sys.stderr)
     print(report.render_tree(outcome.changes, upper_bytes=outcome.upper_bytes,
                              image_bytes=outcome.image.size, image=outcome.image.name,
                              color=report.use_color(sys.stderr)), end="", file=sys.stderr)
+    if used := cgroups.describe(outcome.limits, outcome.stats, outcome.wall):
+        print(f"limits: {used}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -206,6 +219,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from minictr import cgroups
     from minictr.store import Store, read_state, status
 
     store = Store.open()
@@ -214,9 +228,44 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for dirs in found:
         state = read_state(dirs)
         state["status"] = status(dirs, state)
+        if state["status"] == "running" and (live := cgroups.live_stats(dirs.id)):
+            state["stats"] = live.as_dict()  # now; after the exit, the final numbers
         out.append(state)
     print(json.dumps(out, indent=2))
     return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """One line per container, as `docker stats --no-stream`: its cgroup's numbers now if it
+    runs, else the last ones, read as it exited."""
+    from minictr import cgroups
+    from minictr.store import Store, read_state, status
+
+    store = Store.open()
+    found = [store.find(name) for name in args.containers]  # all or nothing
+    rows = [("NAME", "STATUS", "MEMORY / LIMIT", "PEAK", "PIDS / LIMIT", "CPU TIME",
+             "OOM KILLS", "FORKS REFUSED")]
+    for dirs in found:
+        state = read_state(dirs)
+        now = status(dirs, state)
+        limits = state.get("limits") or {}
+        live = cgroups.live_stats(dirs.id) if now == "running" else None
+        s = live or cgroups.Stats.from_dict(state.get("stats") or {})
+        rows.append((dirs.name, now,
+                     used_of(live and live.memory, limits.get("memory"), cgroups.size),
+                     "-" if s.memory_peak is None else cgroups.size(s.memory_peak),
+                     used_of(live and live.pids, limits.get("pids"), str),
+                     "-" if s.cpu_ns is None else f"{s.cpu_ns / 1e9:.2f} s",
+                     "-" if s.oom_kills is None else str(s.oom_kills),
+                     "-" if s.forks_refused is None else str(s.forks_refused)))
+    table(rows, right=(3, 5, 6, 7))
+    return 0
+
+
+def used_of(used: int | None, limit: int | None, show: Callable[[int], str]) -> str:
+    """``12.0 MiB / 64 MiB``: ``-`` when not running, ``unlimited`` without a limit."""
+    return (f"{'-' if used is None else show(used)} / "
+            f"{'unlimited' if limit is None else show(limit)}")
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -312,7 +361,8 @@ def cmd_image(args: argparse.Namespace) -> int:
         image = images.get_existing(store, args.name)
         print(json.dumps([image_record(image)], indent=2))  # a list, as `docker image inspect`
         return 0
-    print(f"{image.name}: {len(image.digests)} layer(s), {human_size(image.size)}")
+    layers = len(image.digests)
+    print(f"{image.name}: {layers} layer{'s' if layers != 1 else ''}, {human_size(image.size)}")
     return 0
 
 
@@ -373,6 +423,7 @@ def cmd_df(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,
+            "stats": cmd_stats,
             "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image,
             "layers": cmd_layers, "demo": cmd_demo, "rmi": cmd_rmi, "commit": cmd_commit,
             "df": cmd_df}

@@ -32,7 +32,7 @@ def import_image(store: Store, path: Path, name: str) -> Image:
     added: list[str] = []
     with images.changing(store), oci.open_image(path) as source:
         images.check_name_free(store, name)
-        note(f"{path} is a {source.format} with {len(source.layers)} layer(s)")
+        note(f"{path} is a {source.format}; layers: {len(source.layers)}")
         try:
             digests = []
             for number, layer in enumerate(source.layers, 1):

@@ -170,16 +170,17 @@ def check_name_free(store: Store, name: str) -> None:
 
 
 def remove(store: Store, name: str) -> list[str]:
-    """`minictr rmi NAME`: refused while a container uses the image or another image is built
-    on it (its layers are the bottom of that image's); then the layers nobody uses go too.
-    Returns the digests deleted."""
+    """`minictr rmi NAME`: refused while a container of the image exists or another image is
+    built on it (its layers are the bottom of that one's, which has more), as Docker refuses.
+    Then the layers no image and no container uses go too. Returns the digests deleted."""
     image = get_existing(store, name)
-    for user, digests in containers_layers(store):
-        if set(digests) & set(image.digests):
-            raise StepError("remove image", f"container {user} uses {name}",
-                            hint=f"remove the container first: minictr rm {user}")
+    for dirs in store.all_containers():
+        if read_state(dirs).get("image") == name:
+            raise StepError("remove image", f"container {dirs.name} uses {name}",
+                            hint=f"remove the container first: minictr rm {dirs.name}")
     for other in all_images(store):
-        if other.name != name and other.digests[: len(image.digests)] == image.digests:
+        if (len(other.digests) > len(image.digests)
+                and other.digests[: len(image.digests)] == image.digests):
             raise StepError("remove image", f"image {other.name} is built on {name}",
                             hint=f"remove it first: minictr rmi {other.name}")
     (store.images / f"{name}.json").unlink()

@@ -121,3 +121,18 @@ def test_debian_from_debootstrap(minictr):
     assert version[0].isdigit() and user == "root"
     r = minictr("run", "--rm", "debian", "sh", "-c", "apt-get --version | head -1", check=True)
     assert r.stdout.startswith("apt ")
+
+
+def test_two_names_for_the_same_layers_can_both_go(minictr, minictr_root):
+    """An image re-imported under another name has the same stack: neither is built on the
+    other, so each can be removed; a container of one blocks only that one."""
+    minictr("image", "build", "busybox", check=True)
+    minictr("run", "--name", "c1", "busybox", "true", check=True)
+    out = minictr_root / "bb.tar"
+    minictr("image", "export", "busybox", out, check=True)
+    minictr("image", "import", out, "twin", check=True)
+    refused(minictr("rmi", "busybox"), "container c1 uses busybox")
+    minictr("rmi", "twin", check=True)  # c1 is busybox's, not twin's
+    minictr("rm", "c1", check=True)
+    minictr("rmi", "busybox", check=True)
+    assert list((minictr_root / "layers").iterdir()) == []
