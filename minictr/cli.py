@@ -49,6 +49,23 @@ def build_parser() -> Parser:
     run.add_argument("--pids-limit", metavar="N",
                      help="at most N processes and threads, minictr's shim included (-1: none)")
     run.add_argument("--cpus", metavar="N", help="CPU time limit, in CPUs (0.5: half of one)")
+    run.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                     help="keep a capability beyond Docker's default 14 (NET_ADMIN, or ALL)")
+    run.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                     help="drop one of the 14 as well (CHOWN, or ALL)")
+    run.add_argument("--privileged", action="store_true",
+                     help="all capabilities, nothing masked or read-only (still no_new_privs "
+                     "and only the safe devices)")
+    run.add_argument("--userns", metavar="HOSTID[:COUNT]",
+                     help="root inside is this host uid: a range as in /etc/subuid "
+                     "(100000:65536), or one id")
+    run.add_argument("--network", default="none", metavar="none|bridge|host",
+                     help="none (default): only lo; bridge: an address on minictr0, NAT out, "
+                     "-p in; host: the host's network, no isolation")
+    run.add_argument("-p", "--publish", action="append", default=[],
+                     metavar="HOSTPORT:CONTAINERPORT[/udp]",
+                     help="with --network bridge: the host's port leads to the container's "
+                     "(127.0.0.1:HOSTPORT too)")
     run.add_argument("--explain", action="store_true",
                      help="print every step with the shell command that does the same")
     run.add_argument("--step", action="store_true",
@@ -67,6 +84,12 @@ def build_parser() -> Parser:
     rm = verbs.add_parser("rm", help="remove stopped containers")
     rm.add_argument("containers", nargs="+", metavar="NAME")
     verbs.add_parser("prune", help="remove all stopped containers and what crashed runs left")
+    net = verbs.add_parser("network", help="the bridge minictr0: list, prune")
+    net_verbs = net.add_subparsers(dest="network_verb", required=True, metavar="COMMAND",
+                                   parser_class=Parser)
+    net_verbs.add_parser("ls", help="the bridge, its subnet and NAT, the addresses in use")
+    net_verbs.add_parser("prune", help="remove the bridge and its nft rules if no container "
+                         "uses them (and what dead containers left)")
     layers = verbs.add_parser("layers", help="the merged tree, each entry with the layer it "
                               "comes from")
     layers.add_argument("container", metavar="NAME")
@@ -120,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from minictr import cgroups, container, report
+    from minictr import cgroups, container, network, report, security, userns
     from minictr.spec import RunSpec
     from minictr.store import check_name
 
@@ -131,6 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise StepError("check input", f"invalid hostname {args.hostname!r}",
                         hint="use letters, digits, '-' and '.', at most 64 characters")
     limits = cgroups.parse_limits(args.memory, args.pids_limit, args.cpus)
+    cap_add = security.parse_capabilities(args.cap_add)
+    cap_drop = security.parse_capabilities(args.cap_drop)
+    idmap = None if args.userns is None else userns.parse(args.userns)
+    mode = network.parse_mode(args.network)
+    ports = network.parse_ports(args.publish, mode)
     if args.explain or args.step:
         explain_to(sys.stderr, pause=args.step)
     # As `docker run -it` when stdin and stdout are terminals; otherwise as `docker run`
@@ -138,7 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
                    hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
-                   interactive=args.interactive or tty, tty=tty, limits=limits)
+                   interactive=args.interactive or tty, tty=tty, limits=limits,
+                   cap_add=cap_add, cap_drop=cap_drop, privileged=args.privileged,
+                   userns=idmap, network=mode, ports=ports)
     outcome = container.run(spec)
     sys.stdout.flush()
     where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)
@@ -151,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              color=report.use_color(sys.stderr)), end="", file=sys.stderr)
     if used := cgroups.describe(outcome.limits, outcome.stats, outcome.wall):
         print(f"limits: {used}", file=sys.stderr)
+    if outcome.security is not None:
+        print(f"security: {outcome.security.summary()}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -422,8 +454,40 @@ def cmd_df(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_network(args: argparse.Namespace) -> int:
+    from minictr import network
+    from minictr.store import require_root
+
+    require_root()
+    if args.network_verb == "prune":
+        removed, users = network.prune()
+        if removed:
+            print("Deleted:")
+            for line in removed:
+                print(line)
+        if users:
+            print(f"{network.BRIDGE} kept: {users} running container"
+                  f"{'s use' if users > 1 else ' uses'} it")
+        return 0
+    info = network.describe()
+    if info["bridge"] is None:
+        print(f"no bridge: {network.BRIDGE} is made by the first run with --network bridge")
+        return 0
+    table([("BRIDGE", "SUBNET", "GATEWAY", "NAT", "IP_FORWARD"),
+           (info["bridge"], info["subnet"], info["gateway"],
+            info["nat"] or "none (no default route)", "on" if info["ip_forward"] else "off")])
+    print()
+    rows = [("ADDRESS", "CONTAINER ID", "NAME", "VETH", "PORTS")]
+    for lease in info["leases"]:
+        rows.append((lease.get("address", "?").split("/")[0], lease.get("container", "")[:12],
+                     lease.get("name", ""), lease.get("veth", ""),
+                     ", ".join(lease.get("ports", [])) or "-"))
+    table(rows)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspect,
             "stats": cmd_stats,
             "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image,
             "layers": cmd_layers, "demo": cmd_demo, "rmi": cmd_rmi, "commit": cmd_commit,
-            "df": cmd_df}
+            "df": cmd_df, "network": cmd_network}

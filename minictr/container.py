@@ -2,12 +2,20 @@
 
     run()                         on the host, as the runtime
       1 create upper/work/merged    store.Store.new_container
-      2 start the shim and init     namespaces.spawn   (new mount, UTS, IPC, PID, net, cgroup ns)
-      3 wait until started          the init reports an error, or execs (end-of-file)
-      4 wait for the exit           terminal.relay when interactive; signals are passed on
-      5 what changed                diff.scan of the upperdir against the image
+      2 create the cgroup           cgroups.for_container: mkdir, the limits (nothing in it yet)
+      3 start the shim              namespaces.spawn: it waits for "go"
+      4 move the shim into it       cgroups.join, before "go": the container never runs unlimited
+      5 go: namespaces and init     the shim unshares (mount, UTS, IPC, PID, net, cgroup), forks
+      6 wait until started          the init reports an error, or execs (end-of-file)
+      7 wait for the exit           terminal.relay when interactive; signals are passed on
+      8 what the limits did         cgroups: peak memory, OOM kills, forks refused, cpu time
+      9 what changed                diff.scan of the upperdir against the image
+     (undo) kill and reap; remove the cgroup
     init_container()              inside, as PID 1 of the new PID namespace
-      make / rprivate → mount the overlay → /proc, /dev, /sys → pivot_root → hostname → exec
+      make / rprivate → mount the overlay → /proc, /dev, /sys → mask and read-only paths →
+      pivot_root → hostname → drop capabilities → no_new_privs → exec     (ch.8: security.py)
+    --userns: a user namespace and idmapped mounts first (userns.prepared), the shim enters
+      it (userns.enter), the init attaches the mounts and uses them (userns.attach)
 """
 
 from __future__ import annotations
@@ -18,15 +26,27 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import NoReturn
 
-from minictr import diff, explain, images, namespaces, overlay, rootfs, terminal
+from minictr import (
+    cgroups,
+    diff,
+    explain,
+    images,
+    namespaces,
+    network,
+    overlay,
+    rootfs,
+    security,
+    terminal,
+    userns,
+)
 from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
 from minictr.explain import note, step
-from minictr.spec import ContainerDirs, Image, RunSpec
+from minictr.spec import ContainerDirs, Image, Limits, RunSpec
 from minictr.store import Store, write_state
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -41,10 +61,17 @@ class Outcome:
     image: Image
     changes: list[diff.Change]
     upper_bytes: int
+    limits: Limits
+    stats: cgroups.Stats  # what its cgroup counted, read after the exit
+    wall: float  # seconds from "go" to the exit
+    security: security.Policy | None = None  # what it was allowed: capabilities, masks
 
 
 def run(spec: RunSpec) -> Outcome:
     store = Store.open()
+    policy = security.policy(spec)  # bad --cap-add: refused before anything is made
+    if spec.userns:
+        userns.check_host()
     image = images.get(store, spec.image)  # builds busybox on first use
     overlay.check_upper_filesystem(store.containers)
     explain.define("LAYERS", store.layers)
@@ -62,22 +89,44 @@ def run(spec: RunSpec) -> Outcome:
                 hostname=hostname, env=env, created=time.time(), status="created", pid=None,
                 exit_code=None, layers=list(image.digests), config=container_config(image, spec),
                 lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
-                work=str(dirs.work), merged=str(dirs.merged))
+                work=str(dirs.work), merged=str(dirs.merged), limits=limits_state(spec.limits))
+    write_state(dirs, security=policy.as_dict())
     started = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
         undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
-        init = partial(init_container, spec, store, image, dirs, hostname, command, env)
-        child = namespaces.spawn(init)
+        # ch.7: the cgroup exists, limits written, before any process of the container does
+        cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
+        write_state(dirs, cgroup=cg.describe())
+        ns = None
+        if spec.userns:  # the user namespace and the idmapped mounts, before the shim exists
+            ns = undo.enter_context(userns.prepared(spec.userns, dirs, image))
+        # ch.9: an address and the port rules before the shim exists (a taken port or a full
+        # subnet is refused with nothing started); eth0 itself needs the init's pid, below
+        net = undo.enter_context(network.attached(spec.network, spec.ports, dirs.id, dirs.name,
+                                                  hostname, dirs.path))
+        write_state(dirs, network=net.as_dict())
+        init = partial(init_container, spec, store, image, dirs, hostname, command, env,
+                       policy=policy, ns=ns, net=net)
+        child = namespaces.spawn(init, partial(userns.enter, ns) if ns else None,
+                                 host_network=spec.network == "host")
         undo.callback(child.kill_and_reap)
         undo.enter_context(passing_signals_to(child))
+        cgroups.join(cg, child.shim_pid)  # before go: all that the shim starts is inside
         child.go()
-        pty = wait_until_started(child, dirs)
+        began = time.monotonic()
+        pty = wait_until_started(child, dirs, cg, net)
         started = True
         write_state(dirs, status="running", started=time.time())
         exit_code = wait_for_exit(child, pty)
+        wall = time.monotonic() - began
         write_state(dirs, status="exited", exit_code=exit_code, finished=time.time())
         note(f"the container exited with code {exit_code}; its mounts went with its namespace")
+        with step("read what its cgroup counted",
+                  "\n".join(f"grep . {f}" for f in cg.counter_files())):
+            stats = cg.stats()
+        write_state(dirs, stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
+                    ended_by=cgroups.why_it_ended(spec.limits, stats, exit_code))
         with step("read what changed: the entries of the upperdir",
                   f"find {dirs.upper} -printf '%y %p\\n'"):
             changes = diff.scan(dirs.upper, image.lowers)
@@ -85,7 +134,15 @@ def run(spec: RunSpec) -> Outcome:
         if spec.remove:
             with step("remove the container (--rm)", f"rm -rf {dirs.path}"):
                 store.remove_container(dirs)
-    return Outcome(exit_code, dirs, image, changes, upper_bytes)
+    return Outcome(exit_code, dirs, image, changes, upper_bytes, spec.limits, stats, wall,
+                   security=policy)
+
+
+def limits_state(limits: Limits) -> dict[str, object]:
+    """For state.json and inspect: each limit as asked, and as the kernel takes it."""
+    return {"memory": limits.memory, "pids": limits.pids, "cpus": limits.cpus,
+            "cpu_quota_us": None if limits.cpus is None else cgroups.cpu_quota_us(limits.cpus),
+            "cpu_period_us": None if limits.cpus is None else cgroups.CPU_PERIOD_US}
 
 
 def container_config(image: Image, spec: RunSpec) -> dict[str, object]:
@@ -108,8 +165,11 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def wait_until_started(child: namespaces.Child, dirs: ContainerDirs) -> int | None:
-    """Read the start-up socket until end-of-file; return the pty's master fd, if any."""
+def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
+                       cg: cgroups.Cgroup, net: network.Attachment | None = None) -> int | None:
+    """Read the start-up socket until end-of-file; return the pty's master fd, if any.
+    With --network bridge, once the init's pid is known: its eth0, then {"network": "ready"},
+    which the init waits for before its first step."""
     pty = None
     while (message := child.receive()) is not None:
         data, fds = message
@@ -117,6 +177,12 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs) -> int | No
             write_state(dirs, pid=child.init_pid)
             note(f"the container's init is PID {child.init_pid} on the host: look at it with "
                  f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
+            shim_steps_out(cg, child.shim_pid)
+            if net is not None and net.waits_for_ready:
+                net.connect(child.init_pid)
+                write_state(dirs, network=net.as_dict())
+                with suppress(BrokenPipeError, ConnectionResetError):  # init failed: its error
+                    namespaces.send(child.sock, {"network": "ready"})  # is read next
         if "error" in data:
             for fd in fds:
                 os.close(fd)
@@ -127,6 +193,24 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs) -> int | No
         raise StepError("start the container", "its first process ended before it started",
                         hint="run again with --explain to see the last step")
     return pty
+
+
+def shim_steps_out(cg: cgroups.Cgroup, shim_pid: int) -> None:
+    """Init is born inside the cgroup: the shim, minictr's and not the container's, goes back
+    to the runtime's cgroups. From now on the cgroup holds the container's processes only.
+
+    That matters for memory: the shim is a fork of this Python runtime, and the OOM killer
+    weighs every page a process has resident, shared with us or not; left in a small memory
+    cgroup it could be chosen over the command that used the memory, and the whole container
+    would die with it. Not a `step`, and silent: it happens while init explains its own
+    steps (cgroups.join's step shows it, in its shell lines).
+    """
+    try:
+        cg.leave(shim_pid)
+    except ProcessLookupError:  # the shim has exited: init failed already, and says why
+        return
+    except OSError as e:
+        raise StepError.from_os_error("move the shim out of the container's cgroup", e) from e
 
 
 def wait_for_exit(child: namespaces.Child, pty: int | None) -> int:
@@ -168,21 +252,47 @@ def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
 
 def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDirs,
                    hostname: str, command: tuple[str, ...], env: list[str],
-                   sock: socket.socket) -> NoReturn:
+                   sock: socket.socket, *, policy: security.Policy,
+                   ns: userns.Prepared | None = None,
+                   net: network.Attachment | None = None) -> NoReturn:
     """PID 1 of the new namespaces: build the container's root, then become its command."""
     try:
         os.setsid()  # its own session, as Docker's containers have: no host terminal signals
+        if net is not None and net.waits_for_ready:  # ch.9: the runtime makes eth0 first
+            network.wait_until_ready(sock)
         rootfs.make_mounts_private()
-        overlay.mount_overlay(store.layers, [p.name for p in image.lowers], dirs.upper,
-                              dirs.work, dirs.merged)
-        rootfs.mount_proc(dirs.merged)
-        rootfs.mount_dev(dirs.merged)
-        rootfs.mount_sys(dirs.merged)
-        rootfs.pivot_into(dirs.merged)
+        if ns is None:
+            overlay.mount_overlay(store.layers, [p.name for p in image.lowers], dirs.upper,
+                                  dirs.work, dirs.merged)
+            merged = dirs.merged
+        else:  # --userns: the same directories, reached through the idmapped $C
+            mapped = userns.attach(ns)
+            overlay.mount_overlay(mapped / "lowers", [str(n) for n in
+                                                      range(len(image.layers), 0, -1)],
+                                  mapped / "upper", mapped / "work", mapped / "merged",
+                                  userxattr=True)
+            merged = mapped / "merged"
+        rootfs.mount_proc(merged)
+        rootfs.mount_dev(merged, tty_group=ns is None or ns.idmap.size > 5)
+        rootfs.mount_sys(merged, read_only=policy.sys_read_only)
+        # ch.8: once /proc and /sys are there to mask, and before pivot_root, so that every
+        # mount of the container is made here, under merged/
+        security.mask_paths(merged, policy.masked)
+        security.make_read_only(merged, policy.read_only)
+        if net is not None:  # $C/hosts... onto /etc: while $C (merged's parent) is reachable
+            network.bind_files(merged.parent, merged, net.files)
+        rootfs.pivot_into(merged)
+        if ns is not None:
+            userns.forget(ns)  # no fd of the host's mounts may reach the command
         set_hostname(hostname)
+        if spec.network != "host":  # a new network namespace has lo down
+            network.loopback_up()
         enter_workdir(image.config.workdir)
         if spec.tty:
             terminal.attach_new_pty(sock)
+        # Last: every step above needed root's full powers (mount: CAP_SYS_ADMIN)
+        security.drop_capabilities(policy.kept, policy.dropped)
+        security.set_no_new_privs()  # from the exec on, no setuid binary gives them back
         exec_command(command, env, stdin_from_null=not spec.interactive)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})

@@ -32,6 +32,10 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 # Set by the kernel on copy-up (when the lower fs can make file handles): "this came from a
 # lower inode". On an added path it means the file was copied up, then renamed or hard-linked.
 ORIGIN_XATTR = "trusted.overlay.origin"
+# The same, as overlay writes them when mounted with `userxattr` in a user namespace
+# (minictr run --userns): user.* xattrs, which need no root on the host.
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+USER_ORIGIN_XATTR = "user.overlay.origin"
 # getxattr(2) errors that mean "no such xattr here": not there, not allowed (trusted.* needs
 # CAP_SYS_ADMIN), or a filesystem without xattrs. ENOTSUP == EOPNOTSUPP on Linux.
 _NO_XATTR = frozenset({errno.ENODATA, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
@@ -124,12 +128,13 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 
 def is_opaque(path: str | Path) -> bool:
-    """True if the directory has ``trusted.overlay.opaque`` set to ``y``.
+    """True if the directory has ``trusted.overlay.opaque`` (or, from a --userns container,
+    ``user.overlay.opaque``) set to ``y``.
 
     Other values are not opaque: newer kernels write "x" for "has xattr whiteouts below".
     Shell: getfattr -n trusted.overlay.opaque DIR
     """
-    return _xattr(path, OPAQUE_XATTR) == b"y"
+    return b"y" in (_xattr(path, OPAQUE_XATTR), _xattr(path, USER_OPAQUE_XATTR))
 
 
 def _join(parent: str, name: str) -> str:
@@ -271,7 +276,7 @@ def _non_dir(
         return Change(path, "C", ftype, size, False, _changed(upper_path, st, *lower))
     if replaces_hidden:
         reason = f"new {noun(ftype)}; the image's one stays hidden by the opaque dir"
-    elif _xattr(upper_path, ORIGIN_XATTR) is not None:
+    elif any(_xattr(upper_path, x) is not None for x in (ORIGIN_XATTR, USER_ORIGIN_XATTR)):
         reason = f"new name for an image {noun(ftype)}: copied up, then moved or linked"
     else:
         reason = f"new {_describe(upper_path, st)}"

@@ -93,9 +93,11 @@ class step:  # lower case: it reads like a function, `with step(...):`
 
     def __enter__(self) -> step:
         if _explain_to is not None:
-            print(f"minictr: => {self.name}  [{self.where}]", file=_explain_to)
-            for line in _shorten(self.shell).splitlines():
-                print(f"minictr:      $ {line}", file=_explain_to)
+            # One write for the whole step: the runtime's notes, printed while the container's
+            # init explains its steps, then fall between two steps, never inside one.
+            lines = [f"minictr: => {self.name}  [{self.where}]"]
+            lines += [f"minictr:      $ {line}" for line in _shorten(self.shell).splitlines()]
+            _explain_to.write("\n".join(lines) + "\n")
             _explain_to.flush()
             if _pause:
                 wait_for_enter()

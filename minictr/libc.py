@@ -1,9 +1,11 @@
-"""The only ctypes in minictr: the five system calls Python 3.10/3.11 do not wrap.
+"""The only ctypes in minictr: the system calls Python 3.10/3.11 do not wrap.
 
 Python 3.12 has ``os.unshare`` and ``os.setns``, but minictr supports 3.10 and 3.11 too, and
-has no wrapper for mount(2), umount2(2) or pivot_root(2) on any version. Each function here is
+has no wrapper for mount(2), umount2(2) or pivot_root(2) on any version, nor for the new mount
+API that --userns uses: open_tree(2), move_mount(2), mount_setattr(2). Each function here is
 a thin call that raises ``OSError`` with the errno, exactly as ``os`` functions do, so callers
-handle one kind of failure. The flag values come from <linux/sched.h> and <sys/mount.h>.
+handle one kind of failure. The flag values come from <linux/sched.h>, <sys/mount.h> and
+<linux/mount.h>.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ MS_PRIVATE = 1 << 18
 
 # Flags for umount2(2).
 MNT_DETACH = 2  # lazy: detach now, free when no longer busy (umount -l)
+
+# The new mount API, from <linux/mount.h> and <fcntl.h>: a mount can be a file descriptor,
+# detached from any directory, changed (idmapped) there, then attached where it is wanted.
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000  # the path is "": the call acts on the fd itself
+OPEN_TREE_CLONE = 1  # open_tree: a new, detached copy of the mount (as mount --bind makes)
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x04  # move_mount: the mount to move is the fd itself
+MOVE_MOUNT_T_EMPTY_PATH = 0x40  # ... and the place to put it is the fd (or cwd) itself
+MOUNT_ATTR_IDMAP = 0x00100000  # mount_setattr: show the files' owners through a user ns
 
 
 def _check(result: int, *paths: str) -> None:
@@ -86,6 +98,49 @@ def pivot_root(new_root: str, put_old: str) -> None:
         _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()), new_root
     )
 
+
+def open_tree(path: str) -> int:
+    """A detached copy of the mount at ``path`` (not yet anywhere), as a close-on-exec fd.
+
+    See open_tree(2) (Linux 5.2). Shell: none alone; ``mount --bind`` is open_tree+move_mount.
+    """
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), path.encode(),
+                       ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
+    if fd < 0:
+        _check(fd, path)
+    return int(fd)
+
+
+class _MountAttr(ctypes.Structure):  # struct mount_attr, MOUNT_ATTR_SIZE_VER0 (32 bytes)
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_idmap(mount_fd: int, userns_fd: int) -> None:
+    """Idmap the detached mount ``mount_fd``: its files' owners are shown mapped through the
+    user namespace ``userns_fd`` (a file owned by uid 0 on disk shows as the uid that
+    namespace maps 0 to). See mount_setattr(2) (Linux 5.12), MOUNT_ATTR_IDMAP.
+    Shell: mount --bind -o X-mount.idmap=/proc/PID/ns/user SOURCE TARGET (util-linux 2.39)
+    """
+    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(mount_fd), b"",
+                         ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))))
+
+
+def move_mount(mount_fd: int, target: str) -> None:
+    """Attach the detached mount ``mount_fd`` at ``target``; "" means the current directory
+    (which needs no search permission on its parents). See move_mount(2) (Linux 5.2)."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_T_EMPTY_PATH if target == "" else 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(mount_fd), b"",
+                         ctypes.c_int(AT_FDCWD), target.encode(), ctypes.c_uint(flags)),
+           target or ".")
+
+
+# From Linux 5.1 on, new system calls have one number on every architecture.
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
 
 # pivot_root's system call number differs by architecture (see syscall(2)).
 _SYS_PIVOT_ROOT = {

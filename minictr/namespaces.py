@@ -124,32 +124,47 @@ class Child:
         self.sock.close()
 
 
-def spawn(init: Callable[[socket.socket], NoReturn]) -> Child:
-    """Fork the shim; it will run ``init`` as PID 1 of new namespaces once told to go."""
+def spawn(init: Callable[[socket.socket], NoReturn],
+          enter_first: Callable[[], None] | None = None, *, host_network: bool = False) -> Child:
+    """Fork the shim; it will run ``init`` as PID 1 of new namespaces once told to go.
+
+    ``enter_first`` (--userns: userns.enter) runs in the shim before it unshares: the
+    namespaces it then makes belong to the user namespace entered there.
+    ``host_network`` (--network host): the shim does not unshare CLONE_NEWNET, so the
+    container shares the host's network stack: no network isolation at all.
+    """
     runtime_sock, container_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     runtime_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
             runtime_sock.close()
-            _shim(container_sock, init, runtime_pid)
+            _shim(container_sock, init, runtime_pid, enter_first, host_network)
         finally:
             os._exit(EXIT_RUNTIME_ERROR)
     container_sock.close()
     return Child(pid, runtime_sock)
 
 
-def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent: int) -> NoReturn:
+def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent: int,
+          enter_first: Callable[[], None] | None, host_network: bool) -> NoReturn:
     die_with_parent(parent)
     os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
     if not sock.recv(64):  # "go", or end-of-file when the runtime has given up
         os._exit(EXIT_RUNTIME_ERROR)
+    chosen = [ns for ns in NAMESPACES if not (host_network and ns[0] == libc.CLONE_NEWNET)]
     flags = 0
-    for flag, _ in NAMESPACES:
+    for flag, _ in chosen:
         flags |= flag
+    which = ("mount, UTS, IPC, PID, cgroup (not network: --network host)" if host_network
+             else "mount, UTS, IPC, PID, network, cgroup")
     try:
-        with step("unshare namespaces: mount, UTS, IPC, PID, network, cgroup",
-                  "unshare " + " ".join(opt for _, opt in NAMESPACES) + " --fork"):
+        if enter_first is not None:
+            enter_first()
+            # A change of uid clears the parent-death signal (prctl(2)): ask for it again.
+            die_with_parent(parent)
+        with step(f"unshare namespaces: {which}",
+                  "unshare " + " ".join(opt for _, opt in chosen) + " --fork"):
             libc.unshare(flags)
     except StepError as e:
         send(sock, {"error": e.to_dict()})

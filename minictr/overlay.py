@@ -39,10 +39,18 @@ OPTIONS = (
 UNUSABLE_UPPER_FS = {"overlay", "nfs", "nfs4", "vboxsf", "cifs", "smb3", "9p", "fuse", "aufs"}
 
 
-def mount_options(lowers: Sequence[Path], upper: Path, work: Path) -> str:
+# In a user namespace (--userns), overlay may not write trusted.* xattrs, which need root on
+# the host: `userxattr` makes it use user.overlay.* instead, and with it overlay requires that
+# redirects are neither made nor followed: "nofollow" (with "off", newer kernels still follow).
+USERNS_OPTIONS = ("userxattr", "redirect_dir=nofollow", "metacopy=off", "index=off")
+
+
+def mount_options(lowers: Sequence[Path], upper: Path, work: Path, *,
+                  userxattr: bool = False) -> str:
     """The -o string. lowerdir lists the top-most layer first, as overlay expects."""
     lowerdir = ":".join(str(p) for p in lowers)
-    return ",".join((f"lowerdir={lowerdir}", f"upperdir={upper}", f"workdir={work}", *OPTIONS))
+    return ",".join((f"lowerdir={lowerdir}", f"upperdir={upper}", f"workdir={work}",
+                     *(USERNS_OPTIONS if userxattr else OPTIONS)))
 
 
 def check_upper_filesystem(upper: Path) -> None:
@@ -73,14 +81,17 @@ def filesystem_type(path: Path) -> str:
 
 
 def mount_overlay(layers_dir: Path, lowers: Sequence[str], upper: Path, work: Path,
-                  merged: Path) -> None:
+                  merged: Path, *, userxattr: bool = False) -> None:
     """Mount the container's root filesystem on ``merged``; runs in the container's mount ns.
 
     ``lowers`` are layer names in ``layers_dir``, top-most first. They are given relative to
     it (the mount is made from there), so that many layers fit in the one page of options
     mount(2) accepts: lowerdir=HEX3:HEX2:HEX1 instead of three long absolute paths.
+    ``nodev``: a device node in the container's files cannot be opened. Root in a container
+    keeps CAP_MKNOD (Docker's default), so it can make a node for the host's disk; Docker
+    stops the open with its device cgroup, minictr with nodev here and on /dev and /dev/shm.
     """
-    options = mount_options([Path(name) for name in lowers], upper, work)
+    options = mount_options([Path(name) for name in lowers], upper, work, userxattr=userxattr)
     hints = {
         errno.ENODEV: "the kernel has no overlay filesystem: sudo modprobe overlay",
         errno.EINVAL: f"overlay refused the options; is {upper} on a filesystem overlay "
@@ -88,6 +99,7 @@ def mount_overlay(layers_dir: Path, lowers: Sequence[str], upper: Path, work: Pa
         errno.EPERM: "mounting needs root (CAP_SYS_ADMIN): try sudo",
     }
     with step("mount the overlay: the image's layers below, a private upper above",
-              f"cd {layers_dir} && mount -t overlay overlay -o {options} {merged}", hints):
+              f"cd {layers_dir} && mount -t overlay overlay -o nodev,{options} {merged}",
+              hints):
         os.chdir(layers_dir)
-        libc.mount("overlay", str(merged), "overlay", 0, options)
+        libc.mount("overlay", str(merged), "overlay", libc.MS_NODEV, options)

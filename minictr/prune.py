@@ -3,15 +3,17 @@
 A runtime killed with SIGKILL cannot undo anything itself. The kernel still does most of it:
 the container dies with it (parent-death signal), and its overlay, /proc and /dev mounts
 lived only in the container's mount namespace, which died too. What is left is on disk: the
-container's directory and its name. prune removes those, for every container whose lock no
-runtime holds, and unmounts anything still mounted under MINICTR_ROOT on the host.
+container's directory and its name, and its cgroup (empty: its processes died). prune removes
+those, for every container whose lock no runtime holds (killing what might still be in the
+cgroup), and unmounts anything still mounted under MINICTR_ROOT on the host. A cgroup whose
+container is in no directory prune knows (another MINICTR_ROOT's) is left alone.
 """
 
 from __future__ import annotations
 
 import shutil
 
-from minictr import images, libc
+from minictr import cgroups, images, libc, network
 from minictr.explain import step
 from minictr.store import Store, is_locked, read_state, status
 
@@ -19,11 +21,13 @@ from minictr.store import Store, is_locked, read_state, status
 def prune(store: Store) -> list[str]:
     """Remove all that no live runtime owns; return a line for each thing removed."""
     removed = unmount_leftovers(store)
+    removed += network.stale_leftovers()  # veths, port rules, leases of dead containers
     for path in sorted(store.containers.iterdir()):
         if is_locked(path / "lock"):
             continue  # running, or being created right now
         dirs = store.dirs_at(path)
         state = read_state(dirs)
+        removed += cgroups.remove_leftover(path.name)
         with step(f"remove container {dirs.name or path.name}", f"rm -rf {path}"):
             store.remove_container(dirs)
         removed.append(f"{path.name}  {dirs.name or '-'}  ({status(dirs, state)})")

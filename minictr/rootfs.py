@@ -1,7 +1,8 @@
 """The container's view of the filesystem: private mounts, /proc, /dev, /sys, pivot_root.
 
 Every function here runs in the container's init, inside its new mount namespace, in the
-order container.init_container calls them (tutorial chapter 5).
+order container.init_container calls them (tutorial chapter 5). The masked and read-only paths
+over /proc and /sys are minictr.security's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from minictr import libc
 from minictr.explain import note, step
 
 # The devices a container needs and no more: (name, major, minor). See devices.txt in the
-# kernel source; runc's default spec has the same list.
+# kernel source; runc's default spec has the same list. They are the host's own nodes,
+# bind-mounted, so that /dev itself can be nodev (see mount_dev).
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
            ("urandom", 1, 9), ("tty", 5, 0))
 
@@ -51,46 +53,56 @@ def mount_proc(merged: Path) -> None:
         libc.mount("proc", _mount_point(merged, "proc"), "proc", flags)
 
 
-def mount_dev(merged: Path) -> None:
+def mount_dev(merged: Path, *, tty_group: bool = True) -> None:
     """A small /dev on tmpfs with only safe devices, private ptys and shared memory.
 
     The host's /dev holds its disks; a container gets a fresh tmpfs with six character
-    devices, its own devpts instance (ptys the host cannot see), and /dev/shm.
+    devices, its own devpts instance (ptys the host cannot see), and /dev/shm. The tmpfs is
+    nodev: root in the container keeps CAP_MKNOD, and could make a node for the host's disk
+    here, but not open it. So the six devices are not made with mknod, which a nodev mount
+    would make useless too: the host's own nodes are bind-mounted onto empty files, as
+    bubblewrap and rootless runc do (in a user namespace, mknod is not allowed at all).
+    ``tty_group``: give the ptys to group 5 (tty), when the container has a group 5.
     """
     dev = Path(_mount_point(merged, "dev"))
-    with step("mount a minimal /dev",
-              f"mount -t tmpfs -o nosuid,noexec,mode=755,size=64k tmpfs {dev}\n"
-              f"cd {dev} && " + "; ".join(f"mknod -m 666 {n} c {a} {b}" for n, a, b in DEVICES)
+    with step("mount a minimal /dev, nodev, with the host's safe devices bound into it",
+              f"mount -t tmpfs -o nosuid,nodev,noexec,mode=755,size=64k tmpfs {dev}\n"
+              f"cd {dev} && " + "; ".join(f"touch {n} && mount --bind /dev/{n} {n}"
+                                          for n, _, _ in DEVICES)
               + "; ln -s /proc/self/fd fd; ln -s pts/ptmx ptmx"):
-        libc.mount("tmpfs", str(dev), "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC,
+        libc.mount("tmpfs", str(dev), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                    "mode=755,size=64k")
-        for name, major, minor in DEVICES:
-            os.mknod(dev / name, 0o666 | 0o020000, os.makedev(major, minor))  # S_IFCHR
-            os.chmod(dev / name, 0o666)  # mknod(2) applies the umask
+        for name, _, _ in DEVICES:
+            os.close(os.open(dev / name, os.O_CREAT | os.O_WRONLY, 0o666))
+            libc.mount(f"/dev/{name}", str(dev / name), None, libc.MS_BIND)
         for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                              ("ptmx", "pts/ptmx")):
             os.symlink(target, dev / link)
+    options = "newinstance,ptmxmode=0666,mode=620" + (",gid=5" if tty_group else "")
     with step("mount a private devpts for the container's terminals",
-              f"mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts {dev}/pts"):
+              f"mount -t devpts -o {options} devpts {dev}/pts"):
         (dev / "pts").mkdir()
         libc.mount("devpts", str(dev / "pts"), "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-                   "newinstance,ptmxmode=0666,mode=620,gid=5")
+                   options)
     with step("mount /dev/shm", f"mount -t tmpfs -o nosuid,nodev,mode=1777 shm {dev}/shm"):
         (dev / "shm").mkdir()
         libc.mount("shm", str(dev / "shm"), "tmpfs",
                    libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "mode=1777,size=65536k")
 
 
-def mount_sys(merged: Path) -> None:
+def mount_sys(merged: Path, *, read_only: bool = True) -> None:
     """sysfs, read-only: the container can look at the kernel's devices but change nothing.
+    (Read-write only with --privileged, as Docker has it.)
 
     Shell: mount -t sysfs -o ro,nosuid,nodev,noexec sysfs merged/sys
     """
-    with step("mount /sys read-only",
-              f"mount -t sysfs -o ro,nosuid,nodev,noexec sysfs {merged}/sys"):
-        flags = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
-        libc.mount("sysfs", _mount_point(merged, "sys"), "sysfs", flags)
+    how = "ro" if read_only else "rw"
+    with step(f"mount /sys {'read-only' if read_only else 'read-write (--privileged)'}",
+              f"mount -t sysfs -o {how},nosuid,nodev,noexec sysfs {merged}/sys"):
+        flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+        libc.mount("sysfs", _mount_point(merged, "sys"), "sysfs",
+                   flags | (libc.MS_RDONLY if read_only else 0))
 
 
 def pivot_into(merged: Path) -> None:

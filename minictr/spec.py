@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a container may use (--memory, --pids-limit, --cpus); None: no limit. Checked by
+    minictr.cgroups.parse_limits; minictr/cgroups/ says which file each one is written to."""
+
+    memory: int | None = None  # bytes, and no swap beyond them
+    pids: int | None = None  # processes and threads at once (and the shim, while it starts)
+    cpus: float | None = None  # CPUs' worth of time in every 100 ms
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.memory, self.pids, self.cpus))
 
 
 @dataclass(frozen=True)
@@ -18,6 +31,39 @@ class RunSpec:
     remove: bool = False  # --rm
     interactive: bool = False  # -i: keep stdin attached (else the command reads /dev/null)
     tty: bool = False  # give the container a pseudo-terminal (stdin and stdout are terminals)
+    limits: Limits = field(default_factory=Limits)  # --memory, --pids-limit, --cpus
+    cap_add: tuple[str, ...] = ()  # --cap-add: "cap_net_admin" or "ALL", beyond Docker's 14
+    cap_drop: tuple[str, ...] = ()  # --cap-drop: "cap_chown" or "ALL"
+    privileged: bool = False  # --privileged: all capabilities, no masked or read-only paths
+    userns: IdMap | None = None  # --userns: root inside is this range of host ids
+    network: str = "none"  # --network: none (only lo), bridge (minictr0) or host (no isolation)
+    ports: tuple[Port, ...] = ()  # -p HOSTPORT:CONTAINERPORT, bridge only
+
+
+@dataclass(frozen=True, order=True)
+class Port:
+    """-p HOSTPORT:CONTAINERPORT[/tcp|/udp]: the host's port leads to the container's (checked
+    by minictr.network.parse_ports; published there, as an nft DNAT rule)."""
+
+    host: int
+    container: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.container}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """--userns: ids 0..size-1 in the container are host ids host..host+size-1, for both
+    users and groups, as one line of /proc/PID/uid_map and gid_map (user_namespaces(7))."""
+
+    host: int  # the host uid (and gid) that root in the container is: 100000
+    size: int  # how many: 65536 as in /etc/subuid, or 1 (only root exists inside)
+
+    @property
+    def line(self) -> str:
+        return f"0 {self.host} {self.size}"
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ say() { printf '=> %s\n' "$*"; }
 #   the tutorial's tree, ip, nsenter, unshare, findmnt     tree iproute2 util-linux
 #   minictr image build debian                             debootstrap debian-archive-keyring
 #   the image tests' other side (OCI layouts, archives)    umoci skopeo
+#   --network bridge: outbound NAT and -p (nft rules)      nftables
 packages=(busybox-static libcap-dev python3-venv python3-dev gcc make runc shellcheck ruby
-          tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo)
+          tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo nftables)
 missing=()
 for pkg in "${packages[@]}"; do
     # Status, not mere presence: a removed package whose config files remain is not installed.

@@ -2,6 +2,8 @@
 
 - ``@pytest.mark.root``: the test needs root and the real kernel. Skipped when not root, except
   with ``CI=true``, where it fails instead: CI never skips a root test.
+- ``@pytest.mark.v2_host``: the test needs a cgroup v2 host (the Vagrant box). Skipped on a v1
+  or hybrid host, with that reason, in CI too: the one skip CI allows.
 - Every root test is checked for leaks: the mounts, minictr cgroups, network links, network
   namespaces and minictr processes that exist after it and did not before fail it, by name.
   Nothing waits for them to go away: minictr must have cleaned up by the time it exits.
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI") == "true"
+CGROUP_V2_HOST = os.path.exists("/sys/fs/cgroup/cgroup.controllers")  # as minictr.cgroups sees it
 
 
 # --- the root marker ------------------------------------------------------------------------
@@ -32,12 +35,15 @@ IN_CI = os.environ.get("CI") == "true"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before any fixture: a root test without root is skipped, or in CI, failed."""
-    if item.get_closest_marker("root") is None or os.geteuid() == 0:
-        return
-    if IN_CI:
-        pytest.fail("needs root, and with CI=true a root test never skips", pytrace=False)
-    pytest.skip("needs root: sudo make test")
+    """Before any fixture: a root test without root is skipped, or in CI, failed. A v2_host
+    test on a host without cgroup v2 is skipped, in CI too."""
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("needs root, and with CI=true a root test never skips", pytrace=False)
+        pytest.skip("needs root: sudo make test")
+    if item.get_closest_marker("v2_host") is not None and not CGROUP_V2_HOST:
+        pytest.skip("needs a cgroup v2 host (the Vagrant box: Ubuntu 24.04); this host's "
+                    "memory, pids and cpu controllers are cgroup v1")
 
 
 # --- what a test can leave behind -----------------------------------------------------------

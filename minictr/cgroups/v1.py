@@ -1,0 +1,174 @@
+"""cgroup v1: a tree per controller, each mounted at /sys/fs/cgroup/<controller>.
+
+A container's cgroup is minictr/ID in each of the trees this host has:
+
+    /sys/fs/cgroup/memory/minictr/ID    memory.limit_in_bytes, memory.memsw.limit_in_bytes
+    /sys/fs/cgroup/pids/minictr/ID      pids.max
+    /sys/fs/cgroup/cpu/minictr/ID       cpu.cfs_period_us, cpu.cfs_quota_us
+    /sys/fs/cgroup/cpuacct/minictr/ID   no limit: cpuacct.usage counts the CPU time
+
+Where cpu and cpuacct share one tree, both names are links to /sys/fs/cgroup/cpu,cpuacct and
+the two paths are one directory: the second mkdir finds it made, the second rmdir finds it gone.
+
+cgroupspy models memory, cpu and cpuacct: a Node per directory, whose controller has an
+attribute per file (``node.controller.limit_in_bytes = n`` writes memory.limit_in_bytes). It
+has no pids controller, so pids.* are plain reads and writes. It is imported here only, so
+only a v1 host pays for it: about 5 ms of a `minictr run` (python -X importtime; 12 ms
+alone), most of it for the ``logging`` module that cgroupspy.nodes imports and never uses.
+
+Swap: memory.memsw.limit_in_bytes (memory + swap) gets the memory limit too, so the limit is
+real: nothing spills into swap (Docker's default gives as much swap again). The file exists
+only with swap accounting (swapaccount=1); without it, only the memory limit is set.
+
+See: Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst, cpuacct.rst, and
+     Documentation/scheduler/sched-bwc.rst for cfs_period_us and cfs_quota_us
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from minictr.cgroups import (
+    CPU_PERIOD_US,
+    NEEDS,
+    PARENT,
+    ROOT,
+    Cgroup,
+    Setting,
+    Stats,
+    cpu_quota_us,
+    kill_all,
+    missing_controller,
+    own_cgroups,
+    read_int,
+    read_keyed,
+    rmdir_if_empty,
+    write,
+)
+from minictr.spec import Limits
+
+if TYPE_CHECKING:
+    from cgroupspy.nodes import Node
+
+TREES = ("memory", "pids", "cpu", "cpuacct")
+
+
+class V1Cgroup(Cgroup):
+    version = 1
+
+    def __init__(self, cid: str, root: Path = ROOT) -> None:
+        super().__init__(cid, root)
+        # The trees this host has mounted, by the names Debian and Ubuntu give them.
+        self.trees = [t for t in TREES if (root / t / "cgroup.procs").exists()]
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [self.dir(t) for t in self.trees]
+
+    def dir(self, tree: str) -> Path:
+        return self.root / tree / PARENT / self.id
+
+    def node(self, tree: str) -> Node:
+        """cgroupspy's Node for minictr/ID in one tree (it makes nothing)."""
+        from cgroupspy.nodes import Node
+
+        top = Node(os.fsencode(self.root))  # the parent of the trees: no controller
+        return Node(self.id, parent=Node(PARENT, parent=Node(tree, parent=top)))
+
+    def runtime_dirs(self) -> list[Path]:
+        own = own_cgroups()
+        return [self.root / t / own[t].lstrip("/") for t in self.trees if t in own]
+
+    def check(self, limits: Limits) -> None:
+        for flag, field, controller in NEEDS:
+            if getattr(limits, field) is not None and controller not in self.trees:
+                raise missing_controller(flag, controller, str(self.root / controller), 1)
+
+    def create(self) -> None:
+        from cgroupspy.nodes import Node
+
+        for tree in self.trees:
+            for attempt in range(3):
+                top = Node(os.fsencode(self.root))
+                parent = Node(tree, parent=top).create_cgroup(PARENT)  # made already is fine
+                try:
+                    parent.create_cgroup(self.id)
+                    break
+                except FileNotFoundError:
+                    # another container's exit removed the empty minictr/ between the mkdirs
+                    if attempt == 2:
+                        raise
+
+    def settings(self, limits: Limits) -> list[Setting]:
+        s = []
+        if limits.memory is not None:
+            memory = self.dir("memory")
+            s.append(Setting(memory / "memory.limit_in_bytes", str(limits.memory),
+                             "limit_in_bytes"))
+            # memory + swap, after memory (the kernel wants memsw >= memory): no swap beyond
+            if (self.root / "memory" / "memory.memsw.limit_in_bytes").exists():
+                s.append(Setting(memory / "memory.memsw.limit_in_bytes", str(limits.memory),
+                                 "memsw_limit_in_bytes"))
+        if limits.pids is not None:
+            s.append(Setting(self.dir("pids") / "pids.max", str(limits.pids)))
+        if limits.cpus is not None:
+            cpu = self.dir("cpu")
+            s.append(Setting(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US), "cfs_period_us"))
+            s.append(Setting(cpu / "cpu.cfs_quota_us", str(cpu_quota_us(limits.cpus)),
+                             "cfs_quota_us"))
+        return s
+
+    def apply(self, limits: Limits) -> None:
+        nodes = {self.dir(t): self.node(t) for t in self.trees}
+        for s in self.settings(limits):
+            controller = nodes[s.file.parent].controller
+            if s.attr and controller is not None:
+                setattr(controller, s.attr, int(s.value))  # cgroupspy writes s.file
+            else:
+                write(s.file, s.value)  # pids: not in cgroupspy
+
+    def _get(self, tree: str, attr: str) -> Any:
+        """A cgroupspy controller attribute of this cgroup (reads its file); None if absent."""
+        if tree not in self.trees:
+            return None
+        try:
+            return getattr(self.node(tree).controller, attr)
+        except FileNotFoundError:
+            return None
+
+    def stats(self) -> Stats:
+        pids = self.dir("pids")
+        have_pids = "pids" in self.trees
+        return Stats(
+            memory=self._get("memory", "usage_in_bytes"),  # memory.usage_in_bytes
+            memory_peak=self._get("memory", "max_usage_in_bytes"),  # memory.max_usage_in_bytes
+            memory_hits=self._get("memory", "failcnt"),  # memory.failcnt
+            oom_kills=(self._get("memory", "oom_control") or {}).get("oom_kill"),
+            pids=read_int(pids / "pids.current") if have_pids else None,
+            pids_peak=read_int(pids / "pids.peak") if have_pids else None,
+            forks_refused=read_keyed(pids / "pids.events").get("max") if have_pids else None,
+            cpu_ns=self._get("cpuacct", "usage"),  # cpuacct.usage, in ns
+            throttled=(self._get("cpu", "stat") or {}).get("nr_throttled"),  # cpu.stat
+        )
+
+    def counter_files(self) -> list[Path]:
+        files = {"memory": ["memory.max_usage_in_bytes", "memory.failcnt", "memory.oom_control"],
+                 "pids": ["pids.peak", "pids.events"], "cpu": ["cpu.stat"],
+                 "cpuacct": ["cpuacct.usage"]}
+        return [self.dir(t) / f for t in self.trees for f in files[t]]
+
+    def remove(self) -> None:
+        """v1 has no cgroup.kill: SIGKILL each process in cgroup.procs until none is left,
+        then rmdir in every tree."""
+        from cgroupspy.nodes import Node
+
+        kill_all(self)
+        for tree in self.trees:
+            top = Node(os.fsencode(self.root))
+            parent = Node(PARENT, parent=Node(tree, parent=top))
+            with contextlib.suppress(FileNotFoundError):  # gone already (prune, cpu,cpuacct)
+                parent.delete_cgroup(self.id)
+            rmdir_if_empty(self.root / tree / PARENT)
