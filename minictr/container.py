@@ -13,7 +13,7 @@
      (undo) kill and reap; remove the cgroup
     init_container()              inside, as PID 1 of the new PID namespace
       make / rprivate → mount the overlay → /proc, /dev, /sys → mask and read-only paths →
-      pivot_root → hostname → drop capabilities → no_new_privs → exec     (ch.8: security.py)
+      pivot_root → hostname → drop capabilities → no_new_privs → exec     (ch.10: security.py)
     --userns: a user namespace and idmapped mounts first (userns.prepared), the shim enters
       it (userns.enter), the init attaches the mounts and uses them (userns.attach)
 """
@@ -95,7 +95,7 @@ def run(spec: RunSpec) -> Outcome:
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
         undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
-        # ch.7: the cgroup exists, limits written, before any process of the container does
+        # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
         write_state(dirs, cgroup=cg.describe())
         ns = None
@@ -275,7 +275,7 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         rootfs.mount_proc(merged)
         rootfs.mount_dev(merged, tty_group=ns is None or ns.idmap.size > 5)
         rootfs.mount_sys(merged, read_only=policy.sys_read_only)
-        # ch.8: once /proc and /sys are there to mask, and before pivot_root, so that every
+        # ch.10: once /proc and /sys are there to mask, and before pivot_root, so that every
         # mount of the container is made here, under merged/
         security.mask_paths(merged, policy.masked)
         security.make_read_only(merged, policy.read_only)

@@ -89,7 +89,9 @@ class step:  # lower case: it reads like a function, `with step(...):`
         self.shell = shell
         self.hints = hints or {}
         caller = sys._getframe(1)  # the function whose step this is, for "[module.function]"
-        self.where = f"{caller.f_globals.get('__name__', '?')}.{caller.f_code.co_name}"
+        code = caller.f_code  # co_qualname (3.11+) names methods as Class.method
+        function = getattr(code, "co_qualname", code.co_name)
+        self.where = f"{caller.f_globals.get('__name__', '?')}.{function}"
 
     def __enter__(self) -> step:
         if _explain_to is not None:
