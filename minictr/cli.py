@@ -15,10 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from minictr.errors import EXIT_RUNTIME_ERROR, StepError
 from minictr.explain import explain_to
+
+if TYPE_CHECKING:  # for annotations only: `run` imports these when it runs
+    from minictr.container import Outcome
+    from minictr.spec import RunSpec
 
 HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
 ENV_KEY_PATTERN = re.compile(r"[^=\0]+")
@@ -143,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from minictr import cgroups, container, network, report, security, userns
+    from minictr import cgroups, container, network, security, userns
     from minictr.spec import RunSpec
     from minictr.store import check_name
 
@@ -170,6 +174,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                    cap_add=cap_add, cap_drop=cap_drop, privileged=args.privileged,
                    userns=idmap, network=mode, ports=ports)
     outcome = container.run(spec)
+    try:
+        print_report(outcome, spec)
+    except BrokenPipeError:  # `... 2>&1 | head`: the report is lost, the exit code is not
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit either
+    return outcome.exit_code
+
+
+def print_report(outcome: Outcome, spec: RunSpec) -> None:
+    """After the run: the title line, the change report's tree, limits, security (stderr)."""
+    from minictr import cgroups, report
+
     sys.stdout.flush()
     where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)
     why = "".join(f", {reason}" for reason in
@@ -183,7 +198,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"limits: {used}", file=sys.stderr)
     if outcome.security is not None:
         print(f"security: {outcome.security.summary()}", file=sys.stderr)
-    return outcome.exit_code
 
 
 def parse_env(items: Sequence[str]) -> list[str]:

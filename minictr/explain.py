@@ -48,25 +48,40 @@ def keep_the_users_terminal() -> None:
         _enter_fd = os.dup(0)
 
 
+def _say(text: str, end: str = "\n") -> bool:
+    """Write to the explain stream. If it is gone (a closed pipe: `... 2>&1 | head`), stop
+    explaining instead of failing: a step, and above all an undo, must never die of its own
+    commentary. Returns whether it was written."""
+    global _explain_to, _pause
+    if _explain_to is None:
+        return False
+    try:
+        _explain_to.write(text + end)
+        _explain_to.flush()
+        return True
+    except (OSError, ValueError):  # EPIPE, EBADF; ValueError: the file object was closed
+        _explain_to, _pause = None, False
+        return False
+
+
 def wait_for_enter() -> None:
     """Read one line from fd 0, a byte at a time: the runtime, the shim and init all share
     stdin, and a buffered read would swallow lines meant for a later step or the command.
     At end-of-file, go on without waiting (so `--step </dev/null` runs straight through)."""
-    assert _explain_to is not None
-    print("minictr:    [--step] press Enter to run it ", end="", file=_explain_to, flush=True)
+    if not _say("minictr:    [--step] press Enter to run it ", end=""):
+        return
     while (byte := os.read(_enter_fd, 1)) not in (b"\n", b""):
         pass
     if not byte:
-        print("(end of input)", file=_explain_to, flush=True)
+        _say("(end of input)")
     elif not os.isatty(_enter_fd):
-        print(file=_explain_to, flush=True)  # a terminal echoed the Enter; a pipe did not
+        _say("")  # a terminal echoed the Enter; a pipe did not
 
 
 def define(name: str, value: object) -> None:
     """Print ``NAME=value`` once; later shell lines say ``$NAME`` instead of the long path."""
     _short_names[str(value)] = f"${name}"
-    if _explain_to is not None:
-        print(f"minictr:      $ {name}={value}", file=_explain_to, flush=True)
+    _say(f"minictr:      $ {name}={value}")
 
 
 def _shorten(text: str) -> str:
@@ -77,8 +92,7 @@ def _shorten(text: str) -> str:
 
 def note(text: str) -> None:
     """One more line of explanation under the current step (only with --explain)."""
-    if _explain_to is not None:
-        print(f"minictr:      {text}", file=_explain_to, flush=True)
+    _say(f"minictr:      {text}")
 
 
 class step:  # lower case: it reads like a function, `with step(...):`
@@ -99,9 +113,7 @@ class step:  # lower case: it reads like a function, `with step(...):`
             # init explains its steps, then fall between two steps, never inside one.
             lines = [f"minictr: => {self.name}  [{self.where}]"]
             lines += [f"minictr:      $ {line}" for line in _shorten(self.shell).splitlines()]
-            _explain_to.write("\n".join(lines) + "\n")
-            _explain_to.flush()
-            if _pause:
+            if _say("\n".join(lines)) and _pause:
                 wait_for_enter()
         return self
 

@@ -31,6 +31,7 @@ def prune(store: Store) -> list[str]:
         with step(f"remove container {dirs.name or path.name}", f"rm -rf {path}"):
             store.remove_container(dirs)
         removed.append(f"{path.name}  {dirs.name or '-'}  ({status(dirs, state)})")
+    removed += cgroups.remove_empty_orphans({p.name for p in store.containers.iterdir()})
     for link in sorted(store.names.iterdir()):
         if link.is_symlink() and not link.exists():  # a name whose container is gone
             link.unlink()

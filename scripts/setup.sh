@@ -41,8 +41,9 @@ say() { printf '=> %s\n' "$*"; }
 #   minictr image build debian                             debootstrap debian-archive-keyring
 #   the image tests' other side (OCI layouts, archives)    umoci skopeo
 #   --network bridge: outbound NAT and -p (nft rules)      nftables
-packages=(busybox-static libcap-dev python3-venv python3-dev gcc make runc shellcheck ruby
-          tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo nftables)
+#   the security chapter decodes CapBnd with capsh         libcap2-bin
+packages=(busybox-static libcap-dev libcap2-bin python3-venv python3-dev gcc make runc shellcheck
+          ruby tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo nftables)
 missing=()
 for pkg in "${packages[@]}"; do
     # Status, not mere presence: a removed package whose config files remain is not installed.

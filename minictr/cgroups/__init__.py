@@ -427,6 +427,19 @@ def remove_leftover(cid: str, root: Path = ROOT) -> list[str]:
     return [f"cgroup {d}" for d in cg.dirs]
 
 
+def remove_empty_orphans(known: set[str], root: Path = ROOT) -> list[str]:
+    """For prune: cgroups under minictr/ whose container is gone from this store and that
+    hold no process (so they belong to no live container of any store): rmdir them."""
+    ids = {child.name for d in backend("x", root).dirs if d.parent.is_dir()
+           for child in d.parent.iterdir() if child.is_dir()}
+    removed = []
+    for cid in sorted(ids - known):
+        cg = backend(cid, root)
+        if cg.exists() and not cg.procs():
+            removed += remove_leftover(cid, root)
+    return removed
+
+
 def live_stats(cid: str, root: Path = ROOT) -> Stats | None:
     """The counters of a running container's cgroup, None if it is gone."""
     cg = backend(cid, root)
