@@ -1,4 +1,4 @@
-"""Resource limits (tutorial chapter 7): --memory, --pids-limit, --cpus, `stats`, and the report.
+"""Resource limits (tutorial chapter 08): --memory, --pids-limit, --cpus, `stats`, and the report.
 
 What runs where:
 

@@ -232,3 +232,12 @@ def test_run_imports_nothing_it_does_not_use(minictr):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_the_command_starts_with_default_signal_handling(minictr):
+    """Python ignores SIGPIPE and SIGXFSZ; exec would pass that on. Docker's containers
+    start with no signal ignored, so `yes | head -1` ends instead of erroring."""
+    r = minictr("run", "--rm", "busybox", "sh", "-c",
+                "grep SigIgn /proc/self/status; yes | head -1")
+    assert r.stdout.split() == ["SigIgn:", "0000000000000000", "y"]
+    assert "I/O error" not in r.stderr

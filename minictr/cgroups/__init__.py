@@ -1,4 +1,4 @@
-"""cgroups: a container's limits, what it used, and why it died (tutorial chapter 7).
+"""cgroups: a container's limits, what it used, and why it died (tutorial chapter 08).
 
 A cgroup is a directory of a filesystem the kernel makes. mkdir creates one; writing a pid to
 its ``cgroup.procs`` moves that process (and its future children) in; writing a number to one
