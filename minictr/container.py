@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -332,11 +333,13 @@ def exec_command(command: tuple[str, ...], env: list[str], *, stdin_from_null: b
               "exec env -i " + " ".join(env + list(command)) + redirect):
         sys.stdout.flush()
         sys.stderr.flush()
-        # Python ignores SIGPIPE and SIGXFSZ, and exec keeps ignored signals: give the
-        # command the defaults, as Docker's containers have them (`head | ...` then dies
-        # quietly). See signal(7), "Signal mask and pending signals" / execve(2).
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        # Python ignores SIGPIPE and SIGXFSZ (and whoever started minictr may have ignored
+        # more), and exec keeps ignored signals: give the command the defaults, as Docker's
+        # containers have them (`head | ...` then dies quietly). See execve(2), signal(7).
+        for signum in signal.valid_signals():
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                with contextlib.suppress(OSError, ValueError):  # glibc keeps 32 and 33
+                    signal.signal(signum, signal.SIG_DFL)
         if stdin_from_null:  # after --step's pause, which reads the runtime's stdin
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
