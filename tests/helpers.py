@@ -51,9 +51,16 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     """The next line the container prints; the container says "ready" when it is. Waiting on
     its output is the synchronisation: no sleeps."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "the container printed nothing"
-    return proc.stdout.readline().strip()
+    # Byte by byte from the fd itself: a buffered readline could take the next line into
+    # Python's buffer, where select() cannot see it, and the next read_line would then wait.
+    fd, line = proc.stdout.fileno(), b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"the container printed nothing more (so far: {line!r})"
+        byte = os.read(fd, 1)
+        assert byte, f"the container closed its output (so far: {line!r})"
+        line += byte
+    return line.decode().strip()
 
 
 def wait_for_exit_of(pid: int, timeout: float = 30) -> None:
