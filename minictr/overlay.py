@@ -94,8 +94,10 @@ def mount_overlay(layers_dir: Path, lowers: Sequence[str], upper: Path, work: Pa
     options = mount_options([Path(name) for name in lowers], upper, work, userxattr=userxattr)
     hints = {
         errno.ENODEV: "the kernel has no overlay filesystem: sudo modprobe overlay",
+        # (no filesystem lookup here: this runs on every start, the hint only on failure;
+        # check_upper_filesystem has already refused the filesystems overlay cannot use)
         errno.EINVAL: f"overlay refused the options; is {upper} on a filesystem overlay "
-        f"can use ({filesystem_type(upper)})? see dmesg",
+        f"can use (findmnt -T {upper})? see dmesg",
         errno.EPERM: "mounting needs root (CAP_SYS_ADMIN): try sudo",
     }
     with step("mount the overlay: the image's layers below, a private upper above",
