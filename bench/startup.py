@@ -51,6 +51,9 @@ RUNC = shutil.which("runc") or "/usr/sbin/runc"
 UNSHARE = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--net", "--cgroup", "--fork"]
 # What `run` imports, without running anything: cli.cmd_run imports these.
 RUN_IMPORTS = "import minictr.cli, minictr.container, minictr.report, minictr.spec, minictr.store"
+# The standard library's modules that `run` cannot do without (its own code aside): the floor
+# of any Python runtime written as minictr is, with argparse and pathlib for readability.
+STDLIB_IMPORTS = "import argparse, ctypes, json, pathlib, shutil, signal, socket, typing"
 # Dependencies that `run` must not import (only `minictr.network` and cgroups v1 need them).
 MUST_NOT_IMPORT = ("pyroute2",)  # cgroupspy is the cgroup v1 backend: expected on a v1 host
 IMPORTTIME_RUNS = 5
@@ -265,14 +268,17 @@ def report(contenders: Sequence[Contender], timings: dict[str, Timing], runs: in
     out += ["", f"**minictr ÷ runc = {ratio_runc:.2f}** ({verdict}); "
             f"**minictr ÷ unshare+chroot = {ratio_chroot:.1f}**.", ""]
 
-    floor_s, floor, imports, run = (t[k].median for k in ("python-S", "python", "imports",
-                                                           "minictr"))
+    floor_s, floor, stdlib, imports, run = (t[k].median for k in ("python-S", "python",
+                                                                   "stdlib", "imports",
+                                                                   "minictr"))
     parts = [
         ("the interpreter, without `site` (`python -S -c pass`)", floor_s),
         ("`site`: the venv and its .pth files (`python -c pass` − the above)",
          floor - floor_s),
-        ("importing what `run` uses (`python -c 'import …'` − `python -c pass`)",
-         imports - floor),
+        ("the standard library `run` needs (`python -c 'import argparse, …'` − the above)",
+         stdlib - floor),
+        ("minictr, its dependencies and the rest of `run`'s imports (`python -c 'import "
+         "minictr.cli, …'` − the above)", imports - stdlib),
         ("the run itself: namespaces, mounts, exec, wait, diff, --rm (the rest)", run - imports),
     ]
     out += ["Where minictr's median goes (differences of the medians above):", "",
@@ -362,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       lambda n: [PYTHON, "-S", "-c", "pass"], floor=True),
             Contender("python", "floor: `python -c pass`",
                       lambda n: [PYTHON, "-c", "pass"], floor=True),
+            Contender("stdlib", "floor: `python -c 'import argparse, ctypes, json, pathlib, "
+                      "shutil, signal, socket, typing'`",
+                      lambda n: [PYTHON, "-c", STDLIB_IMPORTS], floor=True),
             Contender("imports", "floor: `python -c 'import minictr.cli, …'` (run's imports)",
                       lambda n: [PYTHON, "-c", RUN_IMPORTS], floor=True),
         ]

@@ -1,5 +1,5 @@
 """`python -m minictr` is the `minictr` command."""
 
-from minictr.cli import main
+from minictr.cli import entry
 
-raise SystemExit(main())
+entry()

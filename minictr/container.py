@@ -4,8 +4,8 @@
       1 create upper/work/merged    store.Store.new_container
       2 create the cgroup           cgroups.for_container: mkdir, the limits (nothing in it yet)
       3 start the shim              namespaces.spawn: it waits for "go"
-      4 move the shim into it       cgroups.join, before "go": the container never runs unlimited
-      5 go: namespaces and init     the shim unshares (mount, UTS, IPC, PID, net, cgroup), forks
+      4 go: into the cgroup         cgroups.join, in the shim: the container never runs unlimited
+      5 namespaces and init         the shim unshares (mount, UTS, IPC, PID, net, cgroup), forks
       6 wait until started          the init reports an error, or execs (end-of-file)
       7 wait for the exit           terminal.relay when interactive; signals are passed on
       8 what the limits did         cgroups: peak memory, OOM kills, forks refused, cpu time
@@ -28,9 +28,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from minictr import (
     cgroups,
@@ -53,8 +52,7 @@ from minictr.store import Store, write_state
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What `run` tells the CLI: the exit code and what the container changed."""
 
     exit_code: int
@@ -90,8 +88,8 @@ def run(spec: RunSpec) -> Outcome:
                 hostname=hostname, env=env, created=time.time(), status="created", pid=None,
                 exit_code=None, layers=list(image.digests), config=container_config(image, spec),
                 lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
-                work=str(dirs.work), merged=str(dirs.merged), limits=limits_state(spec.limits))
-    write_state(dirs, security=policy.as_dict())
+                work=str(dirs.work), merged=str(dirs.merged), limits=limits_state(spec.limits),
+                security=policy.as_dict())
     started = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
@@ -109,11 +107,15 @@ def run(spec: RunSpec) -> Outcome:
         write_state(dirs, network=net.as_dict())
         init = partial(init_container, spec, store, image, dirs, hostname, command, env,
                        policy=policy, ns=ns, net=net)
-        child = namespaces.spawn(init, partial(userns.enter, ns) if ns else None,
+        back = cg.runtime_dirs()  # where the shim goes once init is born
+        # (with --userns the shim is then in the user namespace: it may not write the host's
+        # cgroup files, and the runtime moves it instead)
+        child = namespaces.spawn(init, partial(cgroups.join, cg, back),
+                                 None if ns else partial(cgroups.step_out, cg, back),
+                                 partial(userns.enter, ns) if ns else None,
                                  host_network=spec.network == "host")
         undo.callback(child.kill_and_reap)
         undo.enter_context(passing_signals_to(child))
-        cgroups.join(cg, child.shim_pid)  # before go: all that the shim starts is inside
         child.go()
         began = time.monotonic()
         pty = wait_until_started(child, dirs, cg, net)
@@ -169,8 +171,9 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
 def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
                        cg: cgroups.Cgroup, net: network.Attachment | None = None) -> int | None:
     """Read the start-up socket until end-of-file; return the pty's master fd, if any.
-    With --network bridge, once the init's pid is known: its eth0, then {"network": "ready"},
-    which the init waits for before its first step."""
+    Once the init's pid is known: the shim out of the cgroup (if it could not step out by
+    itself), eth0 with --network bridge, then {"ready": true}, which the init waits for
+    before its first step."""
     pty = None
     while (message := child.receive()) is not None:
         data, fds = message
@@ -178,12 +181,13 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
             write_state(dirs, pid=child.init_pid)
             note(f"the container's init is PID {child.init_pid} on the host: look at it with "
                  f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
-            shim_steps_out(cg, child.shim_pid)
+            if not data.get("shim_out"):  # v2, or --userns: the shim could not step out
+                shim_steps_out(cg, child.shim_pid)
             if net is not None and net.waits_for_ready:
                 net.connect(child.init_pid)
                 write_state(dirs, network=net.as_dict())
-                with suppress(BrokenPipeError, ConnectionResetError):  # init failed: its error
-                    namespaces.send(child.sock, {"network": "ready"})  # is read next
+            with suppress(BrokenPipeError, ConnectionResetError):  # init failed: its error
+                namespaces.send(child.sock, {"ready": True})  # is read next
         if "error" in data:
             for fd in fds:
                 os.close(fd)
@@ -259,8 +263,7 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
     """PID 1 of the new namespaces: build the container's root, then become its command."""
     try:
         os.setsid()  # its own session, as Docker's containers have: no host terminal signals
-        if net is not None and net.waits_for_ready:  # ch.9: the runtime makes eth0 first
-            network.wait_until_ready(sock)
+        namespaces.wait_until_ready(sock)  # the shim out of the cgroup, eth0 made (ch.9)
         rootfs.make_mounts_private()
         if ns is None:
             overlay.mount_overlay(store.layers, [p.name for p in image.lowers], dirs.upper,

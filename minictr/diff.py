@@ -25,8 +25,8 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # Set by the kernel on copy-up (when the lower fs can make file handles): "this came from a
@@ -56,8 +56,7 @@ _NOUNS = {"dir": "directory", "chardev": "char device", "blockdev": "block devic
 _Lower = tuple[Path, os.stat_result]
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One entry of the upperdir, and why it is there."""
 
     path: str  # absolute path inside the container, "/etc/passwd"

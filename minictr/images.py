@@ -17,11 +17,10 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from minictr.errors import StepError
 from minictr.spec import Image, ImageConfig
@@ -114,6 +113,8 @@ def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[
 def scratch_dir(store: Store) -> Iterator[Path]:
     """A temporary directory in the layer store (the same filesystem, so rename(2) can move
     it into place), locked so that `prune` removes it only if its owner was killed."""
+    import tempfile  # here: `run` never makes one, and tempfile costs it ~2 ms to import
+
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store.layers))
     lock_file = store.layers / f"{tmp.name}.lock"
     lock = hold_lock(lock_file)
@@ -224,8 +225,7 @@ def forget_new_layers(store: Store, digests: list[str]) -> None:
 # --- df ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DiskUsage:
+class DiskUsage(NamedTuple):
     layers: list[tuple[str, int, list[str]]]  # digest, bytes, who uses it
     containers: list[tuple[str, str, int]]  # name, image, bytes in its upper
     on_disk: int  # every layer once, plus every upper

@@ -4,13 +4,15 @@ Three processes take part, because a new PID namespace only applies to the child
 process that unshares it (pid_namespaces(7)):
 
     runtime  (minictr, on the host)
-      └─ shim    setsid; waits for "go"; unshare(mount, uts, ipc, pid, net, cgroup); fork
+      └─ shim    setsid; waits for "go"; joins the cgroup; unshare(mount, uts, ipc, pid, net,
+           │     cgroup); fork
            └─ init  PID 1 of the new PID namespace: mounts, pivot_root, hostname, exec
 
 Shell: unshare --mount --uts --ipc --pid --net --cgroup --fork COMMAND
 
 They talk over one SOCK_SEQPACKET socket pair, one JSON message per packet:
-runtime→shim "go"; shim→runtime {"pid": init's pid on the host}; init→runtime {"error": ...}
+runtime→shim "go"; shim→runtime {"pid": init's pid on the host}; runtime→init {"ready": true};
+init→runtime {"error": ...}
 if a step fails, {"pty": ...} with the terminal's fd attached. The init's end is close-on-exec,
 so when the runtime reads end-of-file the command has been executed: that is how it knows
 that the start succeeded.
@@ -50,6 +52,17 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
         socket.send_fds(sock, [data], fds)
     else:
         sock.send(data)
+
+
+def wait_until_ready(sock: socket.socket) -> None:
+    """The init waits here, before its first step, for the runtime's {"ready": true}: sent once
+    the shim is out of the container's cgroup and, with --network bridge, eth0 is configured.
+    So the command never starts beside minictr's shim, or without its network, and the
+    runtime's steps and the init's never interleave (--step reads Enter from one stdin)."""
+    message = sock.recv(64)
+    if not json.loads(message or b"{}").get("ready"):
+        raise StepError("wait for the runtime", "the runtime gave up before the container "
+                        "could start")
 
 
 def exit_code_of(wait_status: int) -> int:
@@ -124,10 +137,15 @@ class Child:
         self.sock.close()
 
 
-def spawn(init: Callable[[socket.socket], NoReturn],
+def spawn(init: Callable[[socket.socket], NoReturn], join_cgroup: Callable[[], None],
+          step_out: Callable[[], bool] | None = None,
           enter_first: Callable[[], None] | None = None, *, host_network: bool = False) -> Child:
     """Fork the shim; it will run ``init`` as PID 1 of new namespaces once told to go.
 
+    ``join_cgroup`` (cgroups.join) is the shim's first act after "go": it moves itself into the
+    container's cgroup, so the namespaces and init are made inside it. ``step_out``
+    (cgroups.step_out), once init is born, moves it back out if it can; the runtime learns
+    which with init's pid, {"pid": ..., "shim_out": true}, and else moves it itself.
     ``enter_first`` (--userns: userns.enter) runs in the shim before it unshares: the
     namespaces it then makes belong to the user namespace entered there.
     ``host_network`` (--network host): the shim does not unshare CLONE_NEWNET, so the
@@ -139,7 +157,8 @@ def spawn(init: Callable[[socket.socket], NoReturn],
     if pid == 0:
         try:
             runtime_sock.close()
-            _shim(container_sock, init, runtime_pid, enter_first, host_network)
+            _shim(container_sock, init, runtime_pid, join_cgroup, step_out, enter_first,
+                  host_network)
         finally:
             os._exit(EXIT_RUNTIME_ERROR)
     container_sock.close()
@@ -147,6 +166,7 @@ def spawn(init: Callable[[socket.socket], NoReturn],
 
 
 def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent: int,
+          join_cgroup: Callable[[], None], step_out: Callable[[], bool] | None,
           enter_first: Callable[[], None] | None, host_network: bool) -> NoReturn:
     die_with_parent(parent)
     os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
@@ -159,6 +179,7 @@ def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent
     which = ("mount, UTS, IPC, PID, cgroup (not network: --network host)" if host_network
              else "mount, UTS, IPC, PID, network, cgroup")
     try:
+        join_cgroup()  # first, while still root on the host: --userns's uid may not write there
         if enter_first is not None:
             enter_first()
             # A change of uid clears the parent-death signal (prctl(2)): ask for it again.
@@ -176,7 +197,12 @@ def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent
             init(sock)
         finally:
             os._exit(EXIT_RUNTIME_ERROR)
-    send(sock, {"pid": pid})
+    try:
+        out = step_out() if step_out is not None else False
+    except StepError as e:  # the runtime reads the error, and undoes all (init included)
+        send(sock, {"error": e.to_dict()})
+        os._exit(EXIT_RUNTIME_ERROR)
+    send(sock, {"pid": pid, "shim_out": out})
     sock.close()
     while True:
         try:

@@ -59,9 +59,8 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from minictr import libc
 from minictr.errors import StepError
@@ -212,15 +211,6 @@ def bind_files(source: Path, merged: Path, names: Iterable[str]) -> None:
         with step(f"provide /etc/{name}: bind the container's own copy over the image's",
                   f"mount --bind {source / name} {target}"):
             libc.mount(str(source / name), str(target), None, libc.MS_BIND)
-
-
-def wait_until_ready(sock: socket.socket) -> None:
-    """The init waits here, before its first step, for the runtime to configure eth0: the
-    command must never start without its network, and the runtime's steps and the init's
-    never interleave (--step reads Enter from the one stdin they share)."""
-    message = sock.recv(64)
-    if json.loads(message or b"{}").get("network") != "ready":
-        raise StepError("wait for the network", "the runtime gave up before eth0 was ready")
 
 
 # --- errors: netlink's errno, kept ----------------------------------------------------------
@@ -446,8 +436,7 @@ def locked() -> Iterator[None]:
         os.close(fd)
 
 
-@dataclass
-class Lease:
+class Lease(NamedTuple):
     """An address, held: ``fd`` is the flock-ed lease file, closed when the container goes."""
 
     address: ipaddress.IPv4Interface  # 10.123.0.2/24
@@ -514,8 +503,7 @@ def held_leases() -> list[dict[str, Any]]:
 # --- published ports ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """A DNAT rule of the published chain, as `nft -j` lists it."""
 
     handle: int
@@ -579,24 +567,25 @@ def unpublish(owner: str) -> list[Rule]:
 # --- one container on the bridge ------------------------------------------------------------
 
 
-@dataclass
 class Attachment:
     """A container's network: what was made for it, so that exactly that is undone."""
 
-    mode: str
-    files: tuple[str, ...] = ()  # in $C, bound onto /etc/NAME by the init
-    cid: str = ""
-    name: str = ""
-    ports: tuple[Port, ...] = ()
-    lease: Lease | None = None
-    veth: str | None = None  # the host's end, once made
-    netns_fd: int | None = None  # the container's namespace, held until the veth is gone
-    published: bool = False
-    mac: str | None = None  # eth0's, as the kernel chose it
+    def __init__(self, mode: str, *, cid: str = "", name: str = "",
+                 ports: tuple[Port, ...] = ()) -> None:
+        self.mode = mode
+        self.cid = cid
+        self.name = name
+        self.ports = ports
+        self.files: tuple[str, ...] = ()  # in $C, bound onto /etc/NAME by the init
+        self.lease: Lease | None = None
+        self.veth: str | None = None  # the host's end, once made
+        self.netns_fd: int | None = None  # the container's namespace, held until veth is gone
+        self.published = False
+        self.mac: str | None = None  # eth0's, as the kernel chose it
 
     @property
     def waits_for_ready(self) -> bool:
-        """The init waits for {"network": "ready"} (bridge: until eth0 is configured)."""
+        """The runtime configures eth0 before it tells the init {"ready": true} (bridge)."""
         return self.mode == "bridge"
 
     def as_dict(self) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple, TextIO
 
 from minictr.diff import Change, docker_lines
@@ -78,12 +77,14 @@ def _plural(n: int) -> str:
 # --- the tree -----------------------------------------------------------------------------
 
 
-@dataclass
 class _Node:
-    name: str
-    change: Change | None = None  # None: a name an opaque dir hides, or an unlisted parent
-    hidden: bool = False
-    children: dict[str, _Node] = field(default_factory=dict)
+    """A name in the tree being built: its change, if it has one, and the names below it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.change: Change | None = None  # None: a name an opaque dir hides, or a parent
+        self.hidden = False
+        self.children: dict[str, _Node] = {}
 
 
 class _Row(NamedTuple):

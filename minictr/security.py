@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import prctl
 
@@ -100,8 +100,7 @@ READ_ONLY_PATHS = (
 _KEPT_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """What one container is allowed: the capabilities it keeps, the paths hidden from it."""
 
     kept: tuple[str, ...]  # capabilities in its bounding set, by number

@@ -148,9 +148,15 @@ def read_state(dirs: ContainerDirs) -> dict[str, Any]:
         return {}
 
 
+# What this process last wrote to each state file. Only the runtime that holds a container's
+# lock writes its state while it runs, so a `run` need not read back what it wrote itself.
+_written: dict[Path, dict[str, Any]] = {}
+
+
 def write_state(dirs: ContainerDirs, **changes: Any) -> dict[str, Any]:
     """Update state.json atomically: write a new file, then rename(2) it over the old one."""
-    state = read_state(dirs) | changes
+    state = (_written.get(dirs.state_file) or read_state(dirs)) | changes
+    _written[dirs.state_file] = state
     tmp = dirs.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, dirs.state_file)

@@ -56,8 +56,8 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from minictr import explain, libc
 from minictr.errors import StepError
@@ -180,8 +180,7 @@ def create(idmap: IdMap) -> int:
             os.waitpid(pid, 0)
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """What the runtime made for one container: fds, inherited by the shim and the init."""
 
     idmap: IdMap

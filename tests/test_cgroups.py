@@ -219,8 +219,8 @@ def test_v1_writes_these_files_through_cgroupspy(tmp_path):
     # The files cgroupspy writes are the ones the settings name.
     for s in cg.settings(LIMITS):
         if s.attr:
-            node = cg.node(s.file.parent.parent.parent.name)
-            assert node.controller.get_interface(s.attr).filename.decode() == s.file.name
+            controller = cg.controller(s.file.parent.parent.parent.name)
+            assert controller.get_interface(s.attr).filename.decode() == s.file.name
 
 
 def test_v1_without_swap_accounting(tmp_path):
@@ -484,3 +484,37 @@ def test_v2_host_oom_is_read_from_memory_events(minictr, minictr_root):
                 "exec tail /dev/zero")
     assert r.returncode == 137 and "killed: out of memory (limit 16 MiB)" in r.stderr
     assert state_of(minictr_root, "hog2")["cgroup"]["version"] == 2
+
+
+@pytest.mark.root
+def test_a_process_moves_itself_in_and_out(cgroup2):
+    """join_self and leave_self, as the shim uses them: "0" moves the writer. On v2 (here, a
+    private cgroup2) cgroup.procs; on a v1 host, also the real v1 trees, through `tasks`."""
+    backends = [V2Cgroup(f"test-{uuid.uuid4().hex[:12]}", cgroup2)]
+    if not Path("/sys/fs/cgroup/cgroup.controllers").exists():  # a v1 host: its trees too
+        backends.append(cgroups.backend(f"test-{uuid.uuid4().hex[:12]}"))
+    for cg in backends:
+        cg.create()
+        try:
+            back = cg.runtime_dirs()
+            reader, writer = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child moves itself in, then back; says who is in, each time
+                code = 1
+                try:
+                    cg.join_self()
+                    os.write(writer, f"{sorted(cg.procs())}\n".encode())
+                    cg.leave_self(back)
+                    os.write(writer, f"{sorted(cg.procs())}\n".encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(writer)
+            with os.fdopen(reader) as r:
+                inside, after = r.readline().strip(), r.readline().strip()
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert (inside, after) == (f"[{pid}]", "[]"), cg.version
+        finally:
+            cg.remove()
+        assert cg.self_file == ("tasks" if cg.version == 1 else "cgroup.procs")

@@ -213,13 +213,15 @@ def test_sigkill_of_the_runtime_kills_the_container_and_prune_cleans(minictr, mi
 
 
 def test_run_imports_nothing_it_does_not_use(minictr):
-    """pyroute2 alone costs ~150 ms: `run` imports only what it uses (bench/ measures it)."""
+    """pyroute2 alone costs ~150 ms: `run` imports only what it uses (bench/ measures it).
+    Nor the standard library's slow ones it has no use for: dataclasses (with inspect, the
+    records are NamedTuples), logging (cgroupspy's Nodes), tempfile (image builds)."""
     import subprocess
     import sys
 
     minictr("image", "build", "busybox", check=True)  # building is another matter
     unused = ("pyroute2", "subprocess", "minictr.recipes", "minictr.prune",
-              "minictr.layers", "minictr.demo")
+              "minictr.layers", "minictr.demo", "dataclasses", "logging", "tempfile")
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroupspy is the v1 backend's
         unused += ("cgroupspy", "minictr.cgroups.v1")
     else:

@@ -20,10 +20,10 @@ A host gives these controllers through one of two interfaces, and minictr has a 
 When, in the recipe (``container.run``):
 
     for_container(id, limits)  mkdir, write the limits: nothing is in it yet
-    join(cg, shim pid)         before the shim is told to go. It then unshares CLONE_NEWCGROUP,
-                               so the container's cgroup is the root of its cgroup namespace
-                               ("/" inside), and forks init: every process of the container
-                               starts inside the limits, there is no moment without them
+    join(cg)                   in the shim, once told to go: it moves itself in, then unshares
+                               CLONE_NEWCGROUP, so the container's cgroup is the root of its
+                               cgroup namespace ("/" inside), and forks init: every process
+                               of the container starts inside the limits, never without them
     cg.leave(shim pid)         once init is born, the shim (minictr's, not the container's)
                                goes back to the runtime's cgroups: the cgroup then holds the
                                container's processes only, as Docker's does
@@ -44,8 +44,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from minictr import explain
 from minictr.errors import StepError
@@ -174,8 +174,7 @@ def size(n: int) -> str:
 # --- what the kernel counted -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stats:
+class Stats(NamedTuple):
     """What the kernel counted for one cgroup; None where this host's kernel does not say.
 
     v2 file (v1 file), each in the container's cgroup:
@@ -192,11 +191,11 @@ class Stats:
     throttled: int | None = None  # periods the quota ran out: cpu.stat nr_throttled
 
     def as_dict(self) -> dict[str, int | None]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> Stats:
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})  # type: ignore[arg-type]
+        return cls(**{name: d.get(name) for name in cls._fields})  # type: ignore[arg-type]
 
 
 def why_it_ended(limits: Limits, stats: Stats, exit_code: int) -> list[str]:
@@ -252,8 +251,7 @@ def describe(limits: Limits, stats: Stats, wall: float | None) -> str | None:
 # --- the one interface -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One limit as the kernel takes it: this value, written to this file."""
 
     file: Path
@@ -323,6 +321,23 @@ class Cgroup(ABC):
         """Move a process in; its children are born in it.  Shell: echo PID > cgroup.procs"""
         for d in self.dirs:
             write(d / "cgroup.procs", str(pid))
+
+    def join_self(self) -> None:
+        """Move the calling process in: "0" means the writer.  Shell: echo 0 > cgroup.procs"""
+        for d in self.dirs:
+            write(d / self.self_file, "0")
+
+    self_file = "cgroup.procs"  # where join_self writes (v1 has a quicker one: see there)
+
+    # Whether the shim may go back by itself, from inside its new cgroup namespace. v2 says
+    # no: a process may not move to a cgroup outside its namespace's root (cgroup-v2.rst,
+    # "Namespace"); the runtime then moves it (leave). v1 has no such rule (see there).
+    can_leave_self = False
+
+    def leave_self(self, back: list[Path]) -> None:
+        """Move the calling process back to ``back`` (runtime_dirs): "0", as join_self."""
+        for d in back:
+            write(d / self.self_file, "0")
 
     def leave(self, pid: int) -> list[Path]:
         """Move a process back to the cgroups this runtime is in; return where it went.
@@ -395,15 +410,33 @@ def for_container(cid: str, limits: Limits, root: Path = ROOT) -> Iterator[Cgrou
             cg.remove()
 
 
-def join(cg: Cgroup, pid: int) -> None:
-    """Move the shim in before it unshares and forks: the container starts inside its cgroup,
-    and that cgroup is the root of its cgroup namespace.  See: cgroup_namespaces(7)
-    (The runtime moves the shim back out once init is born: container.shim_steps_out.)"""
-    shell = "\n".join([*(f"echo {pid} > {d}/cgroup.procs" for d in cg.dirs),
-                        "# and once it has forked init, back to where minictr is:",
-                        *(f"# echo {pid} > {d}/cgroup.procs" for d in cg.runtime_dirs())])
-    with step("move the shim into the cgroup, before it makes the namespaces", shell):
-        cg.join(pid)
+def join(cg: Cgroup, back: list[Path]) -> None:
+    """In the shim, before it unshares and forks: the container starts inside its cgroup, and
+    that cgroup is the root of its cgroup namespace.  See: cgroup_namespaces(7)
+    The shim moves itself ("0"); once init is born it goes ``back`` (step_out)."""
+    out = (["# once it has forked init, it moves itself back:",
+            *(f"# echo 0 > {d}/{cg.self_file}" for d in back)] if cg.can_leave_self else
+           ["# once it has forked init, minictr moves it back:",
+            *(f"# echo {os.getpid()} > {d}/cgroup.procs" for d in back)])
+    with step("move the shim into the cgroup, before it makes the namespaces",
+              "\n".join([*(f"echo 0 > {d}/{cg.self_file}" for d in cg.dirs), *out])):
+        try:
+            cg.join_self()
+        except OSError as e:
+            raise StepError.from_os_error("move the shim into the container's cgroup", e) from e
+
+
+def step_out(cg: Cgroup, back: list[Path]) -> bool:
+    """In the shim, once init is born: back to the runtime's cgroups if it may (v1), so the
+    cgroup holds the container's processes only; False: the runtime must move it (v2).
+    Silent: init is explaining its own steps by then (join's step shows this one)."""
+    if not cg.can_leave_self:
+        return False
+    try:
+        cg.leave_self(back)
+        return True
+    except OSError as e:
+        raise StepError.from_os_error("move the shim out of the container's cgroup", e) from e
 
 
 def own_cgroups() -> dict[str, str]:

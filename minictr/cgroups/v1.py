@@ -10,11 +10,12 @@ A container's cgroup is minictr/ID in each of the trees this host has:
 Where cpu and cpuacct share one tree, both names are links to /sys/fs/cgroup/cpu,cpuacct and
 the two paths are one directory: the second mkdir finds it made, the second rmdir finds it gone.
 
-cgroupspy models memory, cpu and cpuacct: a Node per directory, whose controller has an
-attribute per file (``node.controller.limit_in_bytes = n`` writes memory.limit_in_bytes). It
-has no pids controller, so pids.* are plain reads and writes. It is imported here only, so
-only a v1 host pays for it: about 5 ms of a `minictr run` (python -X importtime; 12 ms
-alone), most of it for the ``logging`` module that cgroupspy.nodes imports and never uses.
+cgroupspy models the files of memory, cpu and cpuacct: its controller for a directory has an
+attribute per file (``controller.limit_in_bytes = n`` writes memory.limit_in_bytes, and
+``controller.oom_control`` reads memory.oom_control as a dict). It has no pids controller,
+so pids.* are plain reads and writes, and mkdir and rmdir are plain too. Only its
+``controllers`` module is used: its tree of Nodes imports ``logging`` (never used), about
+5 ms of every run on a v1 host. It is imported here only, so a v2 host never pays for it.
 
 Swap: memory.memsw.limit_in_bytes (memory + swap) gets the memory limit too, so the limit is
 real: nothing spills into swap (Docker's default gives as much swap again). The file exists
@@ -51,9 +52,16 @@ from minictr.cgroups import (
 from minictr.spec import Limits
 
 if TYPE_CHECKING:
-    from cgroupspy.nodes import Node
+    from cgroupspy.controllers import Controller
 
 TREES = ("memory", "pids", "cpu", "cpuacct")
+
+
+class _Directory:
+    """What a cgroupspy controller needs of its node: the directory, as bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self.full_path = os.fsencode(path)
 
 
 class V1Cgroup(Cgroup):
@@ -71,12 +79,25 @@ class V1Cgroup(Cgroup):
     def dir(self, tree: str) -> Path:
         return self.root / tree / PARENT / self.id
 
-    def node(self, tree: str) -> Node:
-        """cgroupspy's Node for minictr/ID in one tree (it makes nothing)."""
-        from cgroupspy.nodes import Node
+    def controller(self, tree: str) -> Controller | None:
+        """cgroupspy's controller of minictr/ID in one tree; None for pids, not modelled."""
+        from cgroupspy import controllers
 
-        top = Node(os.fsencode(self.root))  # the parent of the trees: no controller
-        return Node(self.id, parent=Node(PARENT, parent=Node(tree, parent=top)))
+        kinds = {"memory": controllers.MemoryController, "cpu": controllers.CpuController,
+                 "cpuacct": controllers.CpuAcctController}
+        return kinds[tree](_Directory(self.dir(tree))) if tree in kinds else None
+
+    # join_self writes "0" to each tree's `tasks` (threads), not to cgroup.procs: the calling
+    # thread moves itself. The shim has only one thread, so the whole process moves, and the
+    # kernel then skips the lock that moving any other process takes (cgroup_threadgroup_rwsem,
+    # whose write side waits for an RCU grace period: 10-20 ms on the bench's machine, 0.5 ms
+    # without it). See cgroup_procs_write_start() in kernel/cgroup/cgroup.c (Linux 6.0+: "If
+    # we migrate a single thread ... that is current, we can skip the global lock").
+    self_file = "tasks"
+
+    # The shim may go back by itself from inside its new cgroup namespace: v1 does not check
+    # the namespace's root (only v2 does, in cgroup_procs_write_permission). Lock-free again.
+    can_leave_self = True
 
     def runtime_dirs(self) -> list[Path]:
         own = own_cgroups()
@@ -88,14 +109,12 @@ class V1Cgroup(Cgroup):
                 raise missing_controller(flag, controller, str(self.root / controller), 1)
 
     def create(self) -> None:
-        from cgroupspy.nodes import Node
-
         for tree in self.trees:
             for attempt in range(3):
-                top = Node(os.fsencode(self.root))
-                parent = Node(tree, parent=top).create_cgroup(PARENT)  # made already is fine
+                with contextlib.suppress(FileExistsError):  # made already is fine
+                    (self.root / tree / PARENT).mkdir()
                 try:
-                    parent.create_cgroup(self.id)
+                    self.dir(tree).mkdir()
                     break
                 except FileNotFoundError:
                     # another container's exit removed the empty minictr/ between the mkdirs
@@ -122,9 +141,9 @@ class V1Cgroup(Cgroup):
         return s
 
     def apply(self, limits: Limits) -> None:
-        nodes = {self.dir(t): self.node(t) for t in self.trees}
+        controllers = {self.dir(t): self.controller(t) for t in self.trees}
         for s in self.settings(limits):
-            controller = nodes[s.file.parent].controller
+            controller = controllers[s.file.parent]
             if s.attr and controller is not None:
                 setattr(controller, s.attr, int(s.value))  # cgroupspy writes s.file
             else:
@@ -135,7 +154,7 @@ class V1Cgroup(Cgroup):
         if tree not in self.trees:
             return None
         try:
-            return getattr(self.node(tree).controller, attr)
+            return getattr(self.controller(tree), attr)
         except FileNotFoundError:
             return None
 
@@ -163,12 +182,8 @@ class V1Cgroup(Cgroup):
     def remove(self) -> None:
         """v1 has no cgroup.kill: SIGKILL each process in cgroup.procs until none is left,
         then rmdir in every tree."""
-        from cgroupspy.nodes import Node
-
         kill_all(self)
         for tree in self.trees:
-            top = Node(os.fsencode(self.root))
-            parent = Node(PARENT, parent=Node(tree, parent=top))
             with contextlib.suppress(FileNotFoundError):  # gone already (prune, cpu,cpuacct)
-                parent.delete_cgroup(self.id)
+                self.dir(tree).rmdir()
             rmdir_if_empty(self.root / tree / PARENT)
