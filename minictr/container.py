@@ -96,7 +96,6 @@ def run(spec: RunSpec) -> Outcome:
         undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
         # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
-        write_state(dirs, cgroup=cg.describe())
         ns = None
         if spec.userns:  # the user namespace and the idmapped mounts, before the shim exists
             ns = undo.enter_context(userns.prepared(spec.userns, dirs, image))
@@ -104,7 +103,7 @@ def run(spec: RunSpec) -> Outcome:
         # subnet is refused with nothing started); eth0 itself needs the init's pid, below
         net = undo.enter_context(network.attached(spec.network, spec.ports, dirs.id, dirs.name,
                                                   hostname, dirs.path))
-        write_state(dirs, network=net.as_dict())
+        write_state(dirs, cgroup=cg.describe(), network=net.as_dict())
         init = partial(init_container, spec, store, image, dirs, hostname, command, env,
                        policy=policy, ns=ns, net=net)
         back = cg.runtime_dirs()  # where the shim goes once init is born
@@ -123,12 +122,13 @@ def run(spec: RunSpec) -> Outcome:
         write_state(dirs, status="running", started=time.time())
         exit_code = wait_for_exit(child, pty)
         wall = time.monotonic() - began
-        write_state(dirs, status="exited", exit_code=exit_code, finished=time.time())
+        finished = time.time()
         note(f"the container exited with code {exit_code}; its mounts went with its namespace")
         with step("read what its cgroup counted",
                   "\n".join(f"grep . {f}" for f in cg.counter_files())):
             stats = cg.stats()
-        write_state(dirs, stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
+        write_state(dirs, status="exited", exit_code=exit_code, finished=finished,
+                    stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
                     ended_by=cgroups.why_it_ended(spec.limits, stats, exit_code))
         with step("read what changed: the entries of the upperdir",
                   f"find {dirs.upper} -printf '%y %p\\n'"):
@@ -169,7 +169,7 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
 
 
 def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
-                       cg: cgroups.Cgroup, net: network.Attachment | None = None) -> int | None:
+                       cg: cgroups.Cgroup, net: network.Attachment) -> int | None:
     """Read the start-up socket until end-of-file; return the pty's master fd, if any.
     Once the init's pid is known: the shim out of the cgroup (if it could not step out by
     itself), eth0 with --network bridge, then {"ready": true}, which the init waits for
@@ -178,16 +178,16 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
     while (message := child.receive()) is not None:
         data, fds = message
         if "pid" in data:
-            write_state(dirs, pid=child.init_pid)
             note(f"the container's init is PID {child.init_pid} on the host: look at it with "
                  f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
             if not data.get("shim_out"):  # v2, or --userns: the shim could not step out
                 shim_steps_out(cg, child.shim_pid)
-            if net is not None and net.waits_for_ready:
+            if net.waits_for_ready:
                 net.connect(child.init_pid)
-                write_state(dirs, network=net.as_dict())
             with suppress(BrokenPipeError, ConnectionResetError):  # init failed: its error
                 namespaces.send(child.sock, {"ready": True})  # is read next
+            # after "ready": the init goes on meanwhile
+            write_state(dirs, pid=child.init_pid, network=net.as_dict())
         if "error" in data:
             for fd in fds:
                 os.close(fd)
