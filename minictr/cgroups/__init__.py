@@ -267,6 +267,11 @@ class Cgroup(ABC):
     """A container's cgroup: ``minictr/ID`` in the one v2 tree, or in each v1 tree."""
 
     version: int
+    self_file = "cgroup.procs"  # where a process moves itself (v1 has a quicker one: see there)
+    # Whether the shim may go back by itself, from inside its new cgroup namespace. v2 says
+    # no: a process may not move to a cgroup outside its namespace's root (cgroup-v2.rst,
+    # "Namespace"); the runtime then moves it (leave). v1 has no such rule (see there).
+    can_leave_self = False
 
     def __init__(self, cid: str, root: Path = ROOT) -> None:
         self.id = cid
@@ -326,13 +331,6 @@ class Cgroup(ABC):
         """Move the calling process in: "0" means the writer.  Shell: echo 0 > cgroup.procs"""
         for d in self.dirs:
             write(d / self.self_file, "0")
-
-    self_file = "cgroup.procs"  # where join_self writes (v1 has a quicker one: see there)
-
-    # Whether the shim may go back by itself, from inside its new cgroup namespace. v2 says
-    # no: a process may not move to a cgroup outside its namespace's root (cgroup-v2.rst,
-    # "Namespace"); the runtime then moves it (leave). v1 has no such rule (see there).
-    can_leave_self = False
 
     def leave_self(self, back: list[Path]) -> None:
         """Move the calling process back to ``back`` (runtime_dirs): "0", as join_self."""
