@@ -39,6 +39,7 @@ from minictr import (
     namespaces,
     network,
     overlay,
+    remove,
     rootfs,
     security,
     terminal,
@@ -93,7 +94,7 @@ def run(spec: RunSpec) -> Outcome:
     started = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
-        undo.callback(lambda: started or store.remove_container(dirs))  # failed start: no trace
+        undo.callback(lambda: started or remove_unstarted(store, dirs))  # failed start: no trace
         # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
         ns = None
@@ -135,10 +136,19 @@ def run(spec: RunSpec) -> Outcome:
             changes = diff.scan(dirs.upper, image.lowers)
             upper_bytes = diff.tree_bytes(dirs.upper)
         if spec.remove:
-            with step("remove the container (--rm)", f"rm -rf {dirs.path}"):
+            with step("remove the container (--rm)", remove.shell_line(dirs.path)):
                 store.remove_container(dirs)
     return Outcome(exit_code, dirs, image, changes, upper_bytes, spec.limits, stats, wall,
                    security=policy)
+
+
+def remove_unstarted(store: Store, dirs: ContainerDirs) -> None:
+    """Undo for a start that failed: its directory goes. If that fails too, the error that
+    stopped the start is still the one shown (it is the cause); this one is a warning."""
+    try:
+        store.remove_container(dirs)
+    except StepError as e:
+        print(f"{e} (and the start failed)", file=sys.stderr)
 
 
 def limits_state(limits: Limits) -> dict[str, object]:
@@ -174,7 +184,7 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
     Once the init's pid is known: the shim out of the cgroup (if it could not step out by
     itself), eth0 with --network bridge, then {"ready": true}, which the init waits for
     before its first step."""
-    pty = None
+    pty, execs = None, False
     while (message := child.receive()) is not None:
         data, fds = message
         if "pid" in data:
@@ -194,9 +204,10 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
             raise StepError.from_dict(data["error"])
         if "pty" in data:
             pty = fds[0]
-    if child.init_pid is None:
-        raise StepError("start the container", "its first process ended before it started",
-                        hint="run again with --explain to see the last step")
+        execs = execs or "exec" in data
+    if not execs:
+        raise StepError("start the container", "its first process ended before it started "
+                        "(killed?)", hint="run again with --explain to see the last step")
     return pty
 
 
@@ -297,7 +308,7 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         # Last: every step above needed root's full powers (mount: CAP_SYS_ADMIN)
         security.drop_capabilities(policy.kept, policy.dropped)
         security.set_no_new_privs()  # from the exec on, no setuid binary gives them back
-        exec_command(command, env, stdin_from_null=not spec.interactive)
+        exec_command(command, env, sock, stdin_from_null=not spec.interactive)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})
         os._exit(e.exit_code)
@@ -322,7 +333,8 @@ def enter_workdir(workdir: str) -> None:
         os.chdir(workdir)
 
 
-def exec_command(command: tuple[str, ...], env: list[str], *, stdin_from_null: bool) -> NoReturn:
+def exec_command(command: tuple[str, ...], env: list[str], sock: socket.socket, *,
+                 stdin_from_null: bool) -> NoReturn:
     """Replace this process (PID 1) by the command, searching the container's PATH.
 
     Without -i or a terminal the command reads /dev/null, as under `docker run`: a shell then
@@ -347,6 +359,9 @@ def exec_command(command: tuple[str, ...], env: list[str], *, stdin_from_null: b
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
+        # Last word before exec: an end-of-file without it is an init that died (killed,
+        # OOM) before the command could start, not a command that started.
+        namespaces.send(sock, {"exec": True})
         try:
             os.execvpe(command[0], command, environ)
         except (FileNotFoundError, NotADirectoryError):

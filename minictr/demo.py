@@ -35,6 +35,7 @@ from pathlib import Path
 from minictr import diff, libc, overlay
 from minictr.errors import StepError
 from minictr.explain import step
+from minictr.remove import remove_tree
 from minictr.report import use_color
 
 LAYERS = ("lower", "upper", "work", "merged")  # made in DIR; the only things the demo makes
@@ -339,7 +340,7 @@ def remove_layers(demo_dir: Path, made_dir: bool) -> None:
     if os.path.ismount(demo_dir / "merged"):
         return
     for name in LAYERS:
-        shutil.rmtree(demo_dir / name, ignore_errors=True)  # root may enter work/work
+        remove_tree(demo_dir / name)  # root may enter work/work
     if made_dir:
         with suppress(OSError):  # someone put something else there meanwhile: not ours
             demo_dir.rmdir()

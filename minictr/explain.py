@@ -9,10 +9,16 @@ student can read the run like the tutorial:
 
 And it turns an ``OSError`` from the kernel into the one error type, ``StepError``, naming
 the step, the errno and, where we know one, a hint that says what to do.
+
+For the tests, a step can be made to fail on purpose, as if the kernel had refused it: with
+``MINICTR_FAIL_AT=minictr.rootfs.pivot_into`` (the name --explain shows in brackets) that step
+raises EIO as it begins; with ``...:kill`` the runtime is SIGKILLed there instead.
+So the suite can fail every step of a start in turn and check that nothing is left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -25,6 +31,11 @@ _explain_to: TextIO | None = None
 _pause = False  # --step: wait for Enter before each step
 _enter_fd = 0  # where --step reads Enter from: the user's stdin
 _short_names: dict[str, str] = {}  # long path -> "$NAME", so the shell lines stay readable
+_fail_at, _, _fail_how = os.environ.get("MINICTR_FAIL_AT", "").partition(":")
+# ":kill" kills the runtime, from whichever of its processes reaches the step: this pidfd,
+# opened in the runtime, is inherited by the shim and the init (they fork from it), and a
+# pidfd reaches the runtime across PID namespaces. See pidfd_open(2), pidfd_send_signal(2).
+_runtime_pidfd = os.pidfd_open(os.getpid()) if _fail_how == "kill" else -1
 
 
 def explain_to(stream: TextIO | None, *, pause: bool = False) -> None:
@@ -108,6 +119,8 @@ class step:  # lower case: it reads like a function, `with step(...):`
         self.where = f"{caller.f_globals.get('__name__', '?')}.{function}"
 
     def __enter__(self) -> step:
+        if _fail_at == self.where:
+            fail_on_purpose(self.name)
         if _explain_to is not None:
             # One write for the whole step: the runtime's notes, printed while the container's
             # init explains its steps, then fall between two steps, never inside one.
@@ -125,6 +138,21 @@ class step:  # lower case: it reads like a function, `with step(...):`
     ) -> None:
         if isinstance(err, OSError):
             raise StepError.from_os_error(self.name, err, self.hints.get(err.errno or 0)) from err
+
+
+def fail_on_purpose(name: str) -> None:
+    """MINICTR_FAIL_AT: this step fails here (EIO), or the runtime is SIGKILLed (":kill").
+    The container's init cannot signal the runtime (a pidfd signals only into the caller's
+    own PID namespace and below: EINVAL; in --userns, EPERM too): it dies itself, as in a
+    crash."""
+    if _fail_how == "kill":
+        import contextlib
+        import signal
+
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(_runtime_pidfd, signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # PID 1 of a namespace ignores its own SIGKILL
+    raise StepError(name, "failed on purpose (MINICTR_FAIL_AT)", errno=errno.EIO)
 
 
 class progress:  # lower case: it is used like a function, `with progress(...) as update:`

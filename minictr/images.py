@@ -16,13 +16,13 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from minictr.errors import StepError
+from minictr.remove import remove_tree
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store, check_name, hold_lock, read_state
 
@@ -121,7 +121,9 @@ def scratch_dir(store: Store) -> Iterator[Path]:
     try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # (Failing, it must not hide the error that ended the build: `prune` removes it.)
+        with contextlib.suppress(StepError):
+            remove_tree(tmp)
         lock_file.unlink(missing_ok=True)
         os.close(lock)
 
@@ -208,7 +210,7 @@ def remove_unused_layers(store: Store) -> list[str]:
     for meta in sorted(store.layers.glob("*.json")):
         digest = json.loads(meta.read_text())["digest"]
         if digest not in used:
-            shutil.rmtree(layer_dir(store, digest), ignore_errors=True)
+            remove_tree(layer_dir(store, digest))
             meta.unlink()
             removed.append(digest)
     return removed
@@ -217,8 +219,8 @@ def remove_unused_layers(store: Store) -> list[str]:
 def forget_new_layers(store: Store, digests: list[str]) -> None:
     """Undo for a failed import or commit: the layers it added that nothing uses go again."""
     for digest in digests:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(layer_dir(store, digest))
+        with contextlib.suppress(OSError, StepError):
+            remove_tree(layer_dir(store, digest))
             layer_dir(store, digest).with_suffix(".json").unlink()
 
 

@@ -11,6 +11,7 @@ handle one kind of failure. The flag values come from <linux/sched.h>, <sys/moun
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 # By its soname: ctypes.util.find_library("c") would run `ldconfig -p` on every start.
@@ -46,7 +47,11 @@ OPEN_TREE_CLONE = 1  # open_tree: a new, detached copy of the mount (as mount --
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x04  # move_mount: the mount to move is the fd itself
 MOVE_MOUNT_T_EMPTY_PATH = 0x40  # ... and the place to put it is the fd (or cwd) itself
+MOUNT_ATTR_RDONLY = 0x00000001  # mount_setattr: read-only (as mount -o ro)
 MOUNT_ATTR_IDMAP = 0x00100000  # mount_setattr: show the files' owners through a user ns
+AT_RECURSIVE = 0x8000  # mount_setattr: this mount and every mount below it
+AT_SYMLINK_NOFOLLOW = 0x100  # statx: do not follow a symbolic link
+STATX_MNT_ID = 0x1000  # statx: fill in stx_mnt_id
 
 
 def _check(result: int, *paths: str) -> None:
@@ -116,16 +121,36 @@ class _MountAttr(ctypes.Structure):  # struct mount_attr, MOUNT_ATTR_SIZE_VER0 (
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr_idmap(mount_fd: int, userns_fd: int) -> None:
-    """Idmap the detached mount ``mount_fd``: its files' owners are shown mapped through the
-    user namespace ``userns_fd`` (a file owned by uid 0 on disk shows as the uid that
-    namespace maps 0 to). See mount_setattr(2) (Linux 5.12), MOUNT_ATTR_IDMAP.
-    Shell: mount --bind -o X-mount.idmap=/proc/PID/ns/user SOURCE TARGET (util-linux 2.39)
+def mount_setattr(mount_fd: int, attr_set: int, userns_fd: int = 0, propagation: int = 0) -> None:
+    """Change the mount ``mount_fd`` and every mount below it (AT_RECURSIVE): set the
+    MOUNT_ATTR_* flags ``attr_set`` (MOUNT_ATTR_IDMAP needs ``userns_fd``: the files' owners are
+    then shown mapped through that user namespace), and the propagation (MS_PRIVATE...).
+    See mount_setattr(2) (Linux 5.12).
+    Shell: mount --bind -o X-mount.idmap=/proc/PID/ns/user,ro SOURCE TARGET (util-linux 2.39),
+           mount --make-rprivate TARGET
     """
-    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    attr = _MountAttr(attr_set, 0, propagation, userns_fd)
     _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(mount_fd), b"",
-                         ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr),
+                         ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
                          ctypes.c_size_t(ctypes.sizeof(attr))))
+
+
+class _Statx(ctypes.Structure):  # struct statx (<linux/stat.h>): 256 bytes; the fields we read
+    _fields_ = [("stx_mask", ctypes.c_uint32), ("_head", ctypes.c_uint8 * 132),
+                ("stx_dev_major", ctypes.c_uint32), ("stx_dev_minor", ctypes.c_uint32),
+                ("stx_mnt_id", ctypes.c_uint64), ("_tail", ctypes.c_uint8 * 104)]
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount the open file ``fd`` is on (the first field of
+    /proc/self/mountinfo). Two bind mounts of one filesystem share st_dev; only this tells
+    them apart. See statx(2), STATX_MNT_ID (Linux 5.8). Shell: findmnt -no ID --target PATH"""
+    buf = _Statx()
+    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
+                       ctypes.c_uint(STATX_MNT_ID), ctypes.byref(buf)))
+    if not buf.stx_mask & STATX_MNT_ID:
+        raise OSError(errno.ENOSYS, "statx gave no mount id: Linux 5.8 or later needed")
+    return int(buf.stx_mnt_id)
 
 
 def move_mount(mount_fd: int, target: str) -> None:

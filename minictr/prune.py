@@ -11,10 +11,12 @@ container is in no directory prune knows (another MINICTR_ROOT's) is left alone.
 
 from __future__ import annotations
 
-import shutil
+import os
+from pathlib import Path
 
 from minictr import cgroups, images, libc, network
 from minictr.explain import step
+from minictr.remove import mounts_under, remove_tree, shell_line
 from minictr.store import Store, is_locked, read_state, status
 
 
@@ -28,7 +30,7 @@ def prune(store: Store) -> list[str]:
         dirs = store.dirs_at(path)
         state = read_state(dirs)
         removed += cgroups.remove_leftover(path.name)
-        with step(f"remove container {dirs.name or path.name}", f"rm -rf {path}"):
+        with step(f"remove container {dirs.name or path.name}", shell_line(path)):
             store.remove_container(dirs)
         removed.append(f"{path.name}  {dirs.name or '-'}  ({status(dirs, state)})")
     removed += cgroups.remove_empty_orphans({p.name for p in store.containers.iterdir()})
@@ -38,7 +40,7 @@ def prune(store: Store) -> list[str]:
     for leftover in sorted(store.layers.glob(".tmp-*")):
         lock = leftover.with_name(f"{leftover.name}.lock")
         if leftover.is_dir() and not is_locked(lock):  # a build, import or export was killed
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover)
             lock.unlink(missing_ok=True)
             removed.append(f"{leftover.name}  (unfinished layer)")
     with images.changing(store):
@@ -49,10 +51,8 @@ def prune(store: Store) -> list[str]:
 def unmount_leftovers(store: Store) -> list[str]:
     """Lazily unmount, deepest first, every host mount under MINICTR_ROOT (there should be
     none: they live in containers' namespaces). Shell: umount -l PATH   See: umount(2)"""
-    root = str(store.root).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f if line.split()[4].startswith(root)]
-    for point in sorted(points, key=len, reverse=True):
+    points = mounts_under(Path(os.path.realpath(store.root)))
+    for point in points:
         with step("unmount a leftover mount", f"umount -l {point}"):
             libc.umount2(point, libc.MNT_DETACH)
     return [f"unmounted {p}" for p in points]

@@ -21,6 +21,7 @@ from pathlib import Path
 from minictr import images
 from minictr.errors import StepError
 from minictr.explain import step
+from minictr.remove import remove_tree
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store
 
@@ -125,7 +126,7 @@ def build_debian(recipe: Path, rootfs: Path) -> None:
         # minictr mounts a fresh /dev with only the safe devices in every container.
         for entry in (rootfs / "dev").iterdir():
             if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
+                remove_tree(entry)
             else:
                 entry.unlink()
 

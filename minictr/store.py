@@ -18,13 +18,13 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from minictr.errors import StepError
+from minictr.remove import remove_tree
 from minictr.spec import ContainerDirs
 
 DEFAULT_ROOT = "/var/lib/minictr"
@@ -103,17 +103,20 @@ class Store:
             os.symlink(f"../containers/{cid}", self.names / name)
         except FileExistsError:  # another run took the name a moment ago
             os.close(lock)
-            shutil.rmtree(dirs.path)
+            remove_tree(dirs.path)
             raise StepError("create container", f"the name {name!r} is already in use",
                             hint="choose another --name") from None
         return dirs, lock
 
     def remove_container(self, dirs: ContainerDirs) -> None:
-        """Free the name, then delete the directory (work/work is mode 000: root may)."""
+        """Free the name, then delete the directory (work/work is mode 000: root may): first
+        unmounting what is mounted in it, never crossing into a mount (minictr.remove).
+        Shell: rm names/NAME; then minictr.remove.shell_line(containers/ID)
+        """
         link = self.names / dirs.name
         if link.is_symlink() and os.readlink(link).endswith(dirs.id):
             link.unlink()
-        shutil.rmtree(dirs.path, ignore_errors=True)
+        remove_tree(dirs.path)
 
     def find(self, name_or_id: str) -> ContainerDirs:
         """A container by name, by full id, or by a unique id prefix (as Docker allows)."""

@@ -73,6 +73,7 @@ from typing import IO
 from minictr.diff import OPAQUE_XATTR, is_opaque, is_whiteout
 from minictr.errors import StepError
 from minictr.explain import note, step
+from minictr.remove import remove_at
 
 IMPORT = "import layer"
 EXPORT = "export layer"
@@ -351,7 +352,7 @@ class _LayerDir:
         st = _lstat(parent, name)
         if st is None or (stat.S_ISDIR(st.st_mode) and member.isdir()):
             return
-        _remove(parent, name)
+        remove_at(parent, name, Path(path))
         self._forget(path)
 
     def _forget(self, path: str) -> None:
@@ -599,21 +600,6 @@ def _step_down(fd: int, name: str, path: str, member: str) -> int:
     if st is None:
         os.fchmod(new, 0o755)  # made by us for a member below it, as tar does; not umasked
     return new
-
-
-def _remove(dir_fd: int, name: str) -> None:
-    """Shell: rm -rf NAME    (a directory's content first; never follows a symlink)"""
-    st = _lstat(dir_fd, name)
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
-        try:
-            for child in os.listdir(fd):
-                _remove(fd, child)
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
 
 
 def _make_node(parent: int, name: str, member: tarfile.TarInfo) -> None:

@@ -28,7 +28,8 @@ The run in this mode (each is a step, shown by --explain):
              create            a user namespace, held by a short-lived helper; the runtime
                                writes its uid_map and gid_map (as newuidmap(1) would)
              idmapped_mounts   open_tree(2) + mount_setattr(2): $C and each layer, idmapped
-                               with it, detached (not yet mounted anywhere)
+                               with it, private, the layers read-only, detached (not yet
+                               mounted anywhere)
     shim     enter             setns(2) into it, become its root; then unshare the others,
                                which so belong to it
     init     attach            move_mount(2) the idmapped $C onto $C, each layer on $C/lowers/N
@@ -246,9 +247,10 @@ def idmapped_mounts(userns_fd: int, dirs: ContainerDirs, image: Image) -> list[i
     """
     lowers = dirs.path / "lowers"
     lines = ["mkdir -p " + " ".join(f"{lowers}/{n}" for n in range(1, len(image.layers) + 1)),
-             f"mount --bind -o X-mount.idmap=/proc/$!/ns/user {dirs.path} {dirs.path}"]
-    lines += [f"mount --bind -o X-mount.idmap=/proc/$!/ns/user {layer} {lowers}/{n}"
-              for n, layer in enumerate(image.layers, 1)]
+             f"mount --bind -o X-mount.idmap=/proc/$!/ns/user --make-private "
+             f"{dirs.path} {dirs.path}"]
+    lines += [f"mount --bind -o X-mount.idmap=/proc/$!/ns/user,ro --make-private {layer} "
+              f"{lowers}/{n}" for n, layer in enumerate(image.layers, 1)]
     hints = {errno.EINVAL: "this filesystem cannot be idmapped (ext4, xfs and btrfs can; "
              "tmpfs from Linux 6.3): put MINICTR_ROOT on one that can",
              errno.ENOSYS: "this kernel has no mount_setattr(2): --userns needs Linux 5.19"}
@@ -260,7 +262,13 @@ def idmapped_mounts(userns_fd: int, dirs: ContainerDirs, image: Image) -> list[i
                 (lowers / str(n)).mkdir(parents=True, mode=0o755)
             for path in (dirs.path, *image.layers):
                 fds.append(libc.open_tree(str(path)))
-                libc.mount_setattr_idmap(fds[-1], userns_fd)
+                # A clone is a peer of its source: on a host whose / is shared (systemd's),
+                # what the init later mounts on it would come back to the host's mount
+                # namespace, and pivot_root refuses a shared parent. Private, as runc makes it.
+                # The layers read-only: nothing in the container can write through to them.
+                read_only = 0 if path == dirs.path else libc.MOUNT_ATTR_RDONLY
+                libc.mount_setattr(fds[-1], libc.MOUNT_ATTR_IDMAP | read_only, userns_fd,
+                                   propagation=libc.MS_PRIVATE)
         except BaseException:
             for fd in fds:
                 os.close(fd)

@@ -7,7 +7,9 @@
 - Every root test is checked for leaks: the mounts, minictr cgroups, network links, network
   namespaces and minictr processes that exist after it and did not before fail it, by name.
   Nothing waits for them to go away: minictr must have cleaned up by the time it exits.
-- ``minictr_root``: a fresh state directory on the real disk, as ``MINICTR_ROOT``.
+- ``minictr_root``: a fresh state directory on the real disk, as ``MINICTR_ROOT``. At the end
+  of the test, every layer in it must still hash to its digest: a test in which anything wrote
+  or deleted through to a layer fails.
 - ``minictr``: runs ``python -m minictr ARGS`` against that directory, as a user would.
 """
 
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import TIMEOUT_FACTOR, scaled
 
 IN_CI = os.environ.get("CI") == "true"
 CGROUP_V2_HOST = os.path.exists("/sys/fs/cgroup/cgroup.controllers")  # as minictr.cgroups sees it
@@ -44,6 +48,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("v2_host") is not None and not CGROUP_V2_HOST:
         pytest.skip("needs a cgroup v2 host (the Vagrant box: Ubuntu 24.04); this host's "
                     "memory, pids and cpu controllers are cgroup v1")
+
+
+def root_propagation() -> str:
+    """How / propagates in this mount namespace: shared (systemd's hosts, and CI: .ci/run),
+    or private. See mount_namespaces(7), "Shared subtrees"; shell: findmnt -o PROPAGATION /"""
+    shared = False
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.partition(" - ")[0].split()
+        if fields[4] == "/":  # the last mount on / is the one seen
+            shared = any(f.startswith("shared:") for f in fields[6:])
+    return "shared" if shared else "private"
+
+
+def pytest_report_header() -> str:
+    """Which kind of host this run tests: the README lists the ones the suite runs on."""
+    return (f"host: / is {root_propagation()}, cgroup {'v2' if CGROUP_V2_HOST else 'v1'}, "
+            f"timeouts x{TIMEOUT_FACTOR:g}")
 
 
 # --- what a test can leave behind -----------------------------------------------------------
@@ -277,11 +298,22 @@ def minictr_root(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         pytest.fail(f"/var/tmp is on {fstype}, which overlay cannot use as upperdir", pytrace=False)
     monkeypatch.setenv("MINICTR_ROOT", str(root))
     yield root
+    fail_if_layers_changed(root)
     if mounted := mounts_under(root):
         if request.node.get_closest_marker("root") is None:
             pytest.fail(f"still mounted under {root}, so not removed: {mounted}", pytrace=False)
         return
     shutil.rmtree(root)  # root removes the d--------- work/work directories too
+
+
+def fail_if_layers_changed(store: Path) -> None:
+    """Every test's store, at its end: a layer is never changed once stored. A container's
+    writes go to its upper; nothing, failing or not, may write or delete through to a layer."""
+    from tests.helpers import damaged_layers
+
+    if damaged := damaged_layers(store):
+        pytest.fail(f"layers of {store} changed during the test:\n  " + "\n  ".join(damaged),
+                    pytrace=False)
 
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -311,7 +343,7 @@ def minictr(minictr_root: Path) -> Run:
             capture_output=True,
             text=True,
             env={**os.environ, "MINICTR_ROOT": str(minictr_root), **(env or {})},
-            timeout=timeout,
+            timeout=scaled(timeout),
         )
         if check and result.returncode != 0:
             pytest.fail(

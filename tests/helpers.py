@@ -9,6 +9,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+EMULATED_FACTOR = 6.0
+
+
+def _timeout_factor() -> float:
+    """MINICTR_TEST_TIMEOUT_FACTOR if set; else 6 on a machine that QEMU emulates without
+    KVM (../shared/v2vm: several times slower), where systemd-detect-virt(1) says "qemu"
+    (with KVM it says "kvm"); else 1. A timeout only ends a test that hangs: nothing in a
+    test waits for one to pass, so a larger one costs nothing when all is well."""
+    if value := os.environ.get("MINICTR_TEST_TIMEOUT_FACTOR"):
+        return float(value)
+    try:
+        virt = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return 1.0
+    return EMULATED_FACTOR if virt == "qemu" else 1.0
+
+
+TIMEOUT_FACTOR = _timeout_factor()
+
+
+def scaled(seconds: float) -> float:
+    """A test's timeout, in seconds, on this machine (see TIMEOUT_FACTOR)."""
+    return seconds * TIMEOUT_FACTOR
+
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
     """Bad input: exit 125, one line on stderr that starts `minictr: ` and has these words,
@@ -38,6 +63,31 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def damaged_layers(store: Path) -> list[str]:
+    """The layers of the store at ``store`` whose files no longer hash to their digest.
+
+    A layer's digest is the sha256 of its tar, made from its files (minictr.images.add_layer):
+    writing the tar again and comparing says, byte for byte, whether anything changed, was
+    added or was deleted in it since it was stored, whenever that was.
+    """
+    import json
+
+    from minictr import tarlayer
+
+    damaged = []
+    for meta in sorted((store / "layers").glob("*.json")):
+        digest = json.loads(meta.read_text())["digest"]
+        directory = meta.with_suffix("")
+        if not directory.is_dir():
+            damaged.append(f"{digest}: its directory is gone, its record is not")
+            continue
+        with open(os.devnull, "wb") as sink:
+            now = tarlayer.write_layer(directory, sink)
+        if now != digest:
+            damaged.append(f"{digest}: its files now hash to {now}")
+    return damaged
+
+
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`minictr ARGS` in the background, stdin and stdout as pipes (no terminal)."""
     return subprocess.Popen(
@@ -55,7 +105,7 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     # Python's buffer, where select() cannot see it, and the next read_line would then wait.
     fd, line = proc.stdout.fileno(), b""
     while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], timeout)
+        ready, _, _ = select.select([fd], [], [], scaled(timeout))
         assert ready, f"the container printed nothing more (so far: {line!r})"
         byte = os.read(fd, 1)
         assert byte, f"the container closed its output (so far: {line!r})"
@@ -70,7 +120,7 @@ def wait_for_exit_of(pid: int, timeout: float = 30) -> None:
     except ProcessLookupError:
         return
     try:
-        ready, _, _ = select.select([fd], [], [], timeout)
+        ready, _, _ = select.select([fd], [], [], scaled(timeout))
         assert ready, f"process {pid} is still alive"
     finally:
         os.close(fd)

@@ -35,7 +35,7 @@ from minictr.cgroups.v1 import V1Cgroup
 from minictr.cgroups.v2 import V2Cgroup
 from minictr.errors import StepError
 from minictr.spec import Limits
-from tests.helpers import read_line, refused, start, wait_for_exit_of
+from tests.helpers import read_line, refused, scaled, start, wait_for_exit_of
 
 V2_HOST = Path("/sys/fs/cgroup/cgroup.controllers").exists()
 LIMITS = Limits(memory=64 * MIB, pids=32, cpus=0.5)
@@ -291,7 +291,7 @@ def test_limits_live_stats_and_the_cgroup_namespace(minictr, minictr_root):
         live = json.loads(minictr("inspect", "lim", check=True).stdout)[0]
         assert live["stats"]["memory"] > 0 and live["limits"]["pids"] == 32
     finally:
-        proc.communicate("\n", timeout=30)
+        proc.communicate("\n", timeout=scaled(30))
     assert proc.returncode == 0
     assert not any(d.exists() for d in dirs)  # removed on exit
     r = minictr("stats", "lim", check=True)  # now the final numbers, from state.json
@@ -329,7 +329,7 @@ def test_fork_bomb_is_stopped_by_pids_limit(minictr, minictr_root):
     # PID 1's exit makes the kernel kill the sleeps: no 100 s wait.
     bomb = "i=0; while [ $i -lt 100 ]; do sleep 100 & i=$((i+1)); done; echo done"
     r = minictr("run", "--name", "bomb", "--pids-limit", "16", "busybox", "sh", "-c", bomb,
-                timeout=60)
+                timeout=scaled(60))
     assert "can't fork" in r.stderr
     assert re.search(r"exited with code \d+, fork refused \d+ times? \(pids limit 16\)",
                      r.stderr), r.stderr
@@ -366,7 +366,7 @@ def test_prune_removes_the_cgroup_after_a_crash(minictr, minictr_root):
     state = state_of(minictr_root, "crash")
     dirs = [Path(p) for p in state["cgroup"]["paths"]]
     proc.kill()  # SIGKILL: the runtime removes nothing
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=scaled(30))
     wait_for_exit_of(state["pid"])  # the parent-death signal killed the container
     assert all(d.is_dir() for d in dirs)
     r = minictr("prune", check=True)
@@ -385,7 +385,7 @@ def test_remove_kills_what_is_still_in_the_cgroup():
         cg.join(sleeper.pid)
         assert cg.procs() == {sleeper.pid}
         cg.remove()
-        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
         assert not cg.exists()
     finally:
         sleeper.kill()
@@ -423,7 +423,7 @@ def test_cgroup2_procs_events_kill(cgroup2):
         cgroups.write(cg / "cgroup.kill", "1")
         cgroups.wait_until_empty(cg / "cgroup.events")
         assert "populated 0" in (cg / "cgroup.events").read_text()
-        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -441,7 +441,7 @@ def test_v2_backend_on_cgroup2(cgroup2):
         assert cg.procs() == {sleeper.pid}
         assert cg.stats().cpu_ns is not None  # cpu.stat's usage: in every v2 cgroup
         cg.remove()  # cgroup.kill, populated 0, rmdir, and minictr/ when empty
-        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
         assert not cg.path.exists()
     finally:
         sleeper.kill()
@@ -472,7 +472,7 @@ def test_v2_host_limits_and_no_internal_processes(minictr, minictr_root):
                 (parent / "cgroup.subtree_control").read_text().split())
         assert (cg.parent / "cgroup.procs").read_text() == ""  # processes only in minictr/ID
     finally:
-        proc.communicate("\n", timeout=30)
+        proc.communicate("\n", timeout=scaled(30))
     assert proc.returncode == 0
     assert not (Path("/sys/fs/cgroup/minictr") / cid).exists()
 

@@ -25,7 +25,7 @@ from minictr import demo, libc
 from minictr.errors import StepError
 from minictr.explain import step
 from tests.conftest import fstype_of, mounts_under
-from tests.helpers import refused, tree_digest
+from tests.helpers import refused, scaled, tree_digest
 
 pytestmark = pytest.mark.root
 
@@ -87,7 +87,7 @@ def run_demo(*args: str | Path, input: str | None = None, cwd: Path = REPO
     return subprocess.run(
         [sys.executable, "-m", "minictr", "demo", "overlay", *map(str, args)],
         input=input, stdin=subprocess.DEVNULL if input is None else None,
-        capture_output=True, text=True, cwd=cwd, timeout=60,
+        capture_output=True, text=True, cwd=cwd, timeout=scaled(60),
         env={**os.environ, "NO_COLOR": ""},
     )
 
@@ -246,7 +246,7 @@ def test_pause_waits_before_each_step(base):
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()  # end of input: the rest runs straight through
         assert proc.stdout.read().count("press Enter") == STEPS - 2
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=scaled(60)) == 0
     finally:
         stop(proc)
     assert contents(d / "upper") == FINAL_UPPER
@@ -263,7 +263,7 @@ def test_ctrl_c_while_mounted_unmounts(base):
         read_until(proc, "press Enter")
         assert os.path.ismount(d / "merged")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=scaled(60))
     finally:
         stop(proc)
     assert proc.returncode == 130, err
@@ -285,7 +285,7 @@ def test_busy_merged_is_detached_and_named(base):
         read_until(proc, "press Enter")
         holder = subprocess.Popen(["sleep", "60"], cwd=d / "merged")
         enter(proc)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=scaled(60))
         assert proc.returncode == 125, err
         assert len(err.strip().splitlines()) == 1
         assert "[EBUSY]" in err and "umount -l" in err

@@ -61,6 +61,11 @@ def test_explain_prints_every_step_in_order(minictr):
         assert all(w in title for w in words.split() if w not in ("mount",)), (words, title)
         assert shown_shell.startswith(shell), (shell, shown_shell)
         assert shown_where == where
+    lines = r.stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if "remove the container (--rm)" in line)
+    assert lines[at + 1:at + 3] == [  # unmount first, never cross a mount
+        "minictr:      $ findmnt -rno TARGET | grep '^$C' | sort -r | xargs -r umount -l",
+        "minictr:      $ rm -rf --one-file-system $C"]
     assert "$ C=" in r.stderr and "$ LAYERS=" in r.stderr  # the long paths, defined once
     assert "$ L1=" in r.stderr  # each layer's digest, bottom first
 

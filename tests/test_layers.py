@@ -22,7 +22,7 @@ from minictr.diff import ftype_of
 from minictr.errors import StepError
 from minictr.layers import VISIBLE
 from minictr.overlay import OPTIONS
-from tests.helpers import read_line, start
+from tests.helpers import read_line, scaled, start
 
 # --- building layers by hand ----------------------------------------------------------------
 
@@ -514,7 +514,7 @@ def test_a_running_container(minictr, minictr_root) -> None:
         r = minictr("layers", "live", "--path", "/etc/group", check=True)
         assert parse(r.stdout)["/etc/group"][0] == "upper"
     finally:
-        proc.communicate("go\n", timeout=30)
+        proc.communicate("go\n", timeout=scaled(30))
     assert proc.returncode == 0
     r = minictr("layers", "live", "--path", "/etc/group")
     assert r.returncode == 125 and "whiteout" in r.stderr

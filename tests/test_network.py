@@ -25,7 +25,7 @@ import pytest
 from minictr import network
 from minictr.errors import StepError
 from minictr.network import Port
-from tests.helpers import refused
+from tests.helpers import refused, scaled
 
 # A server for a test namespace: answers each connection with the address it came from.
 SERVER = """
@@ -134,13 +134,13 @@ def in_new_netns(code: str) -> Iterator[subprocess.Popen[str]]:
 
 def ask(host: str, port: int = 80) -> str:
     """Connect, read the server's one line."""
-    with socket.create_connection((host, port), timeout=5) as s:
+    with socket.create_connection((host, port), timeout=scaled(5)) as s:
         return s.makefile().readline().strip()
 
 
 def run_in(pid: int, code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=scaled(30))
 
 
 def links() -> set[str]:
@@ -355,13 +355,13 @@ def web_container(minictr_root: Path, name: str, *args: str) -> Iterator[str]:
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.wait(timeout=scaled(30))
 
 
 def fetch(url: str) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=scaled(5)) as response:
         return response.read().decode().strip()
 
 
@@ -417,7 +417,7 @@ def test_ten_containers_started_at_once_get_ten_addresses(minictr, minictr_root:
         addresses = [read_line(p) for p in procs]
     finally:
         for p in procs:
-            p.communicate("", timeout=30)
+            p.communicate("", timeout=scaled(30))
     assert len(set(addresses)) == 10, addresses
     assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.123.0.0/24")
                for a in addresses)

@@ -26,6 +26,7 @@ import pytest
 from minictr import oci
 from minictr.errors import StepError
 from minictr.oci import ImageConfig, VerifyingReader, open_image, write_oci_layout_tar
+from tests.helpers import scaled
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -36,7 +37,7 @@ def sha256(data: bytes) -> str:
 
 def run(*argv: str | os.PathLike[str]) -> str:
     result = subprocess.run([os.fspath(a) for a in argv], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=scaled(120))
     assert result.returncode == 0, result
     return result.stdout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_line, start, tree_digest, wait_for_exit_of
+from tests.helpers import read_line, scaled, start, tree_digest, wait_for_exit_of
 
 pytestmark = pytest.mark.root
 
@@ -45,7 +45,7 @@ def test_killed_by_a_signal_is_128_plus_n(minictr_root):
     assert read_line(proc) == "ready"
     state = json.loads((minictr_root / "names" / "victim" / "state.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)  # the host may kill a container's PID 1
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=scaled(30))
     assert proc.returncode == 128 + signal.SIGKILL
 
 
@@ -144,8 +144,8 @@ def test_two_containers_write_the_same_path(minictr_root):
     b = start("run", "-i", "--name", "two", "busybox", "sh", "-c",
               "echo two > /tmp/same; echo ready; read go; cat /tmp/same")
     assert read_line(a) == "ready" and read_line(b) == "ready"  # both are running now
-    out_a, _ = a.communicate("go\n", timeout=30)
-    out_b, _ = b.communicate("go\n", timeout=30)
+    out_a, _ = a.communicate("go\n", timeout=scaled(30))
+    out_b, _ = b.communicate("go\n", timeout=scaled(30))
     assert (out_a.strip(), out_b.strip()) == ("one", "two")
     for name in ("one", "two"):
         upper = minictr_root / "names" / name / "upper"
@@ -177,7 +177,7 @@ def test_ps_inspect_rm(minictr, minictr_root):
                          "work", "merged"}
     r = minictr("rm", "live")
     assert r.returncode == 125 and "running" in r.stderr
-    proc.communicate("bye\n", timeout=30)
+    proc.communicate("bye\n", timeout=scaled(30))
     assert "live" not in minictr("ps").stdout
     assert "Exited (0)" in minictr("ps", "-a").stdout
     info = json.loads(minictr("inspect", "live").stdout)[0]
@@ -193,7 +193,7 @@ def test_signals_to_the_runtime_reach_the_container(minictr_root, signum):
                  f"trap 'echo got-{name}; exit 42' {name}; echo ready; sleep 1000 & wait")
     assert read_line(proc) == "ready"
     proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=scaled(30))
     assert f"got-{name}" in out
     assert proc.returncode == 42
 
@@ -203,7 +203,7 @@ def test_sigkill_of_the_runtime_kills_the_container_and_prune_cleans(minictr, mi
     assert read_line(proc) == "ready"
     pid = json.loads((minictr_root / "names/orphan/state.json").read_text())["pid"]
     proc.kill()  # SIGKILL: the runtime can undo nothing
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=scaled(30))
     wait_for_exit_of(pid)  # the parent-death signal killed the container
     assert "Dead" in minictr("ps", "-a").stdout
     r = minictr("prune")

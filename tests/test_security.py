@@ -25,7 +25,7 @@ import pytest
 from minictr import security, userns
 from minictr.errors import StepError
 from minictr.spec import IdMap, Image, ImageConfig, RunSpec
-from tests.helpers import read_line, refused, start, tree_digest
+from tests.helpers import read_line, refused, scaled, start, tree_digest
 
 PROBE = (Path(__file__).parent / "probe.sh").read_text()
 DOCKER_CAPBND = "00000000a80425fb"  # Docker's 14, as /proc/PID/status shows them
@@ -190,7 +190,7 @@ def test_cap_add_of_what_minictr_lacks_is_refused(minictr_root):
     """minictr run under a bounding set without cap_sys_time cannot grant it."""
     r = subprocess.run(["setpriv", "--bounding-set", "-sys_time", sys.executable, "-m",
                         "minictr", "run", "--rm", "--cap-add", "SYS_TIME", "busybox", "true"],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=scaled(60),
                        env={**os.environ, "MINICTR_ROOT": str(minictr_root)})
     refused(r, "cap_sys_time", "cannot be granted", "capsh --print")
     assert list((minictr_root / "containers").iterdir()) == []
@@ -220,7 +220,7 @@ def test_minictr_blocks_at_least_what_runc_blocks(minictr, probe_env, tmp_path):
                              "options": ["mode=1777", "size=16m"]})
     (bundle / "config.json").write_text(json.dumps(config))
     r = subprocess.run(["runc", "run", "--bundle", str(bundle), f"minictr-probe-{os.getpid()}"],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=scaled(60))
     assert r.returncode == 0, r.stderr
     theirs = parse_probe(r.stdout)
     ours = run_probe(minictr, probe_env)
@@ -248,7 +248,7 @@ def test_userns_root_is_an_unprivileged_host_uid(minictr_root):
     pid = json.loads((minictr_root / "names" / "mapped" / "state.json").read_text())["pid"]
     uids = status_fields(Path(f"/proc/{pid}/status").read_text())["Uid"].split()
     assert uids == ["100000"] * 4  # root inside, uid 100000 to the host
-    proc.communicate("\n", timeout=30)
+    proc.communicate("\n", timeout=scaled(30))
     assert proc.returncode == 0
 
 
@@ -310,7 +310,7 @@ def test_userns_on_a_host_that_forbids_it_is_refused_with_the_fix(minictr_root, 
     script = (f"mount --bind {zero} /proc/sys/user/max_user_namespaces && "
               f"exec {sys.executable} -m minictr run --rm --userns 100000:65536 busybox true")
     r = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL, timeout=60,
+                       text=True, stdin=subprocess.DEVNULL, timeout=scaled(60),
                        env={**os.environ, "MINICTR_ROOT": str(minictr_root)})
     refused(r, "user.max_user_namespaces = 0", "sudo sysctl -w user.max_user_namespaces=")
     assert list((minictr_root / "containers").iterdir()) == []

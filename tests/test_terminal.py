@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.helpers import scaled
+
 pytestmark = pytest.mark.root
 
 
@@ -30,7 +32,7 @@ class Terminal:
     def next_of(self, *texts: str, timeout: float = 30) -> str | None:
         """Read until one of ``texts`` appears; return it (None: the terminal was closed)."""
         while not any(t.encode() in self.seen for t in texts):
-            ready, _, _ = select.select([self.master], [], [], timeout)
+            ready, _, _ = select.select([self.master], [], [], scaled(timeout))
             assert ready, f"never saw any of {texts!r}; the screen shows {self.seen[-400:]!r}"
             try:
                 data = os.read(self.master, 4096)
@@ -66,7 +68,7 @@ def test_interactive_shell(minictr_root):
         term.type("echo still-$((3 + 3))\r")
         term.expect("still-6\r\n")
         term.type("exit 7\r")
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=scaled(30))
     finally:
         os.close(master)
         if proc.poll() is None:
@@ -90,7 +92,7 @@ def test_step_mode_on_a_terminal(minictr_root):
         while term.next_of("press Enter", "what it changed") == "press Enter":
             pauses += 1
             term.type("\r")
-        proc.wait(timeout=30)
+        proc.wait(timeout=scaled(30))
     finally:
         os.close(master)
         if proc.poll() is None:

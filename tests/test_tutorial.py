@@ -54,6 +54,8 @@ from pathlib import Path
 import pytest
 from pytest_codeblocks import CodeBlock, extract_from_file
 
+from tests.helpers import damaged_layers, scaled
+
 TUTORIAL = Path(__file__).resolve().parent.parent / "tutorial"
 LANGUAGES = ("en", "ja")
 CHAPTER_TIMEOUT = 600  # seconds; building the busybox image is the slowest step
@@ -225,7 +227,7 @@ def run_chapter(path: Path, base: Path) -> None:
             start_new_session=True,  # its own process group: a timeout kills it all
         )
         try:
-            shell.wait(timeout=CHAPTER_TIMEOUT)
+            shell.wait(timeout=scaled(CHAPTER_TIMEOUT))
         except subprocess.TimeoutExpired:
             os.killpg(shell.pid, signal.SIGKILL)
             shell.wait()
@@ -263,6 +265,9 @@ def test_chapter(path: Path) -> None:
     leftover: list[str] = []
     try:
         run_chapter(path, base)
+        if damaged := damaged_layers(base / "minictr-root"):
+            pytest.fail(f"{chapter_id(path)} changed layers of its store: {damaged}",
+                        pytrace=False)
     finally:
         leftover = mounts_under(base)
         unmount_all(leftover)
