@@ -36,6 +36,7 @@ from minictr import (
     diff,
     explain,
     images,
+    libc,
     namespaces,
     network,
     overlay,
@@ -359,6 +360,12 @@ def exec_command(command: tuple[str, ...], env: list[str], sock: socket.socket, 
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
+        # Every fd but 0, 1 and 2 closes at the exec: minictr's own (the start-up socket,
+        # locks) and any its caller left open. An inherited fd on the host's / would be a
+        # way out of the container (runc's CVE-2024-21626). See close_range(2).
+        libc.close_range_cloexec(3)
+        note("every fd above 2 closes at the exec (close_range(2), CLOSE_RANGE_CLOEXEC): the "
+             "command starts with stdin, stdout and stderr only")
         # Last word before exec: an end-of-file without it is an init that died (killed,
         # OOM) before the command could start, not a command that started.
         namespaces.send(sock, {"exec": True})

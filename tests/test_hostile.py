@@ -1,0 +1,46 @@
+"""Hostile cases (issue 11): what a container, or whoever starts minictr, tries against the host.
+
+Each attack runs for real, inside a real container; the leak fixture of conftest fails any
+test that leaves a mount, cgroup, link or process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import scaled
+
+pytestmark = pytest.mark.root
+
+MODES = {"plain": [], "userns": ["--userns", "100000:65536"], "interactive": ["-i"]}
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
+def test_no_inherited_fd_reaches_the_container(minictr, minictr_root: Path, mode: list[str]):
+    """`exec 9</; minictr run ...` gave the container the host's / as /proc/self/fd/9. Its
+    first process must start with 0, 1 and 2 only, whatever its caller had open."""
+    minictr("image", "build", "busybox", check=True)
+    host_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)  # inheritable: no O_CLOEXEC
+    read_end, write_end = os.pipe()
+    fds = [host_root, read_end, write_end]
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "minictr", "run", "--rm", *mode, "busybox", "sh", "-c",
+             # in the background: a redirection or a pipe would give sh an fd of its own
+             f"ls /proc/1/fd & wait; ls /proc/1/fd/{host_root}/ 2>&1 & wait"],
+            pass_fds=fds, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            env={**os.environ, "MINICTR_ROOT": str(minictr_root)}, timeout=scaled(60))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert r.returncode == 0, r.stderr
+    *listed, tried = r.stdout.splitlines()
+    assert listed == ["0", "1", "2"], r.stdout
+    assert "No such file or directory" in tried, r.stdout  # not the host's /
