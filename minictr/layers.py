@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 from minictr.diff import Change, ftype_of, is_opaque, is_whiteout, noun, scan
 from minictr.errors import StepError
+from minictr.report import escaped
 
 UPPER = 0  # layer numbers: 0 is upper, 1.. the lowers, top-most first, as in lowerdir=
 
@@ -354,20 +355,21 @@ def _run_key(e: Entry) -> tuple[object, ...] | None:
 
 
 def _row(e: Entry, branch: str, name: str, tags: list[str]) -> _Row:
+    name = escaped(name)  # the container's names and link targets: see report.escaped
     if e.ftype == "dir" and name != "/":
         name += "/"
     if e.target is not None:
-        name += f" -> {e.target}"
+        name += f" -> {escaped(e.target)}"
     if e.state != VISIBLE:
         layer = "✗ " + "+".join(tags[i] for i in e.layers) if e.layers else "✗"
-        return _Row(branch, name, layer.rstrip(), e.note, e.state)
+        return _Row(branch, name, layer.rstrip(), escaped(e.note), e.state)
     style = "opaque" if e.opaque else "upper" if e.layers[0] == UPPER else ""
-    return _Row(branch, name, "+".join(tags[i] for i in e.layers), e.note, style)
+    return _Row(branch, name, "+".join(tags[i] for i in e.layers), escaped(e.note), style)
 
 
 def _run_row(run: list[Entry], branch: str, parent: str, tags: list[str], *, hint: bool) -> _Row:
     first = run[0]
-    where, tag = f"{first.name} … {run[-1].name}", tags[first.layers[0]]
+    where, tag = f"{escaped(first.name)} … {escaped(run[-1].name)}", tags[first.layers[0]]
     if first.state == VISIBLE:
         layer, note = tag, f"{where}: unchanged"
     elif first.state == DELETED:

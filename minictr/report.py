@@ -36,9 +36,35 @@ def use_color(stream: TextIO) -> bool:
     return not os.environ.get("NO_COLOR") and stream.isatty()
 
 
+# How a name the container chose is shown: C's escapes for the usual controls, \ooo for
+# any other byte that is not a printable character (as `ls -b` does), \\ for a backslash.
+_C_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
+              "\b": "\\b", "\f": "\\f", "\v": "\\v", "\x1b": "\\e"}
+
+
+def escaped(text: str) -> str:
+    """``text`` safe for a terminal: a file name can hold an escape sequence that clears the
+    screen or sets the window title, or a newline that forges a line of `diff` (``D /etc``).
+    Names come from os.fsdecode, so a byte that is not UTF-8 is a surrogate (U+DC80..).
+    Shell: ls -b NAME"""
+    if text.isprintable() and "\\" not in text:
+        return text  # the usual case, at once
+    out = []
+    for ch in text:
+        if ch in _C_ESCAPES:
+            out.append(_C_ESCAPES[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+            out.append(f"\\{ord(ch) - 0xDC00:03o}")
+        elif not ch.isprintable():
+            out.extend(f"\\{b:03o}" for b in ch.encode())
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def render_docker(changes: Sequence[Change]) -> str:
-    """The ``docker diff`` text: one ``A|C|D /path`` per line."""
-    lines = docker_lines(changes)
+    """The ``docker diff`` text: one ``A|C|D /path`` per line, the paths escaped."""
+    lines = [escaped(line) for line in docker_lines(changes)]
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -118,24 +144,36 @@ def _node_at(root: _Node, path: str) -> _Node:
 
 
 def _rows(node: _Node, indent: str) -> Iterator[_Row]:
-    """Depth first, by name, with the connectors ``tree`` draws."""
+    """Depth first, by name, with the connectors ``tree`` draws. Iterative, with a stack of
+    the directories still to finish: a container can make a tree thousands deep."""
+    todo = [(indent, iter(_sorted_kids(node)))]
+    while todo:
+        indent, kids = todo[-1]
+        kid = next(kids, None)
+        if kid is None:
+            todo.pop()
+            continue
+        node, last = kid
+        yield _row(node, indent + ("└── " if last else "├── "))
+        todo.append((indent + ("    " if last else "│   "), iter(_sorted_kids(node))))
+
+
+def _sorted_kids(node: _Node) -> list[tuple[_Node, bool]]:
+    """The children by name, each with whether it is the last one."""
     kids = sorted(node.children.values(), key=lambda k: k.name)
-    for i, kid in enumerate(kids):
-        last = i == len(kids) - 1
-        yield _row(kid, indent + ("└── " if last else "├── "))
-        yield from _rows(kid, indent + ("    " if last else "│   "))
+    return [(kid, i == len(kids) - 1) for i, kid in enumerate(kids)]
 
 
 def _row(node: _Node, branch: str) -> _Row:
     c = node.change
     if c is None:
         if node.hidden:
-            return _Row(branch, node.name, "", "D", _HIDDEN_REASON, "D")
-        return _Row(branch, node.name + "/", "", "", "", "")
-    name = node.name + ("/" if c.ftype == "dir" else "")
+            return _Row(branch, escaped(node.name), "", "D", _HIDDEN_REASON, "D")
+        return _Row(branch, escaped(node.name) + "/", "", "", "", "")
+    name = escaped(node.name) + ("/" if c.ftype == "dir" else "")
     size = human_size(c.size) if c.kind != "D" and c.ftype in ("file", "symlink") else ""
     mark = c.kind + (" O" if c.opaque else "")
-    return _Row(branch, name, size, mark, c.reason, "O" if c.opaque else c.kind)
+    return _Row(branch, name, size, mark, escaped(c.reason), "O" if c.opaque else c.kind)
 
 
 def _format(row: _Row, widths: list[int], color: bool) -> str:

@@ -44,3 +44,29 @@ def test_no_inherited_fd_reaches_the_container(minictr, minictr_root: Path, mode
     *listed, tried = r.stdout.splitlines()
     assert listed == ["0", "1", "2"], r.stdout
     assert "No such file or directory" in tried, r.stdout  # not the host's /
+
+
+# Names a container can give its files: a forged line of `diff`, a screen clear, a window
+# title, a byte that is not UTF-8; and a symlink whose target is one.
+FORGE = ("cd /tmp; mkdir -p \"$(printf 'x\\nD /etc')\"; touch \"$(printf 'x\\nD /etc/passwd')\"; "
+         "touch \"$(printf '\\033[2J\\033]0;pwned\\007')\"; touch \"$(printf 'bad\\377')\"; "
+         "ln -s \"$(printf 'to\\033[31mred')\" link")
+
+
+def test_names_a_container_chose_reach_no_terminal_raw(minictr):
+    """Every name, link target and reason the report, `diff` and `layers` print is escaped
+    as `ls -b` does: no control character of the container's reaches the user's screen."""
+    minictr("image", "build", "busybox", check=True)
+    run = minictr("run", "--name", "forger", "busybox", "sh", "-c", FORGE)
+    assert run.returncode == 0, run.stderr
+    shown = {"report": run.stderr, "diff": minictr("diff", "forger", check=True).stdout,
+             "layers": minictr("layers", "forger", "--path", "/tmp", check=True).stdout}
+    for what, text in shown.items():
+        for bad in ("\x1b", "\x07", "\udcff", "\xff"):
+            assert bad not in text, (what, text)
+        assert "D /etc/passwd" not in text.splitlines(), (what, text)
+        assert "x\\nD " in text, (what, text)
+        assert "bad\\377" in text, (what, text)
+    assert "A /tmp/x\\nD /etc/passwd" in shown["diff"].splitlines()
+    assert "to\\e[31mred" in shown["layers"] and "to\\e[31mred" in shown["report"]
+    minictr("rm", "forger", check=True)
