@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(verb).parse_args(argv)
     try:
         return COMMANDS[args.verb](args)
+    except BrokenPipeError:  # `minictr images | head -1`: the reader has gone; as `ls` would
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit either
+        return 128 + signal.SIGPIPE
     except StepError as e:
         print(e, file=sys.stderr)
         return e.exit_code
@@ -301,6 +304,9 @@ def parse_env(items: Sequence[str]) -> list[str]:
         if not ENV_KEY_PATTERN.fullmatch(key) or "\0" in item:
             raise StepError("check input", f"invalid environment variable {item!r}",
                             hint="use -e KEY=VALUE")
+        if "\n" in item or "\r" in item:  # `env`, --explain and inspect show one per line
+            raise StepError("check input", f"a line break in the environment variable {item!r}",
+                            hint="give each variable its own -e KEY=VALUE")
         if sep:
             env.append(item)
         elif key in os.environ:
@@ -418,7 +424,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
                             hint="wait for it to exit, or stop its command")
     for dirs in found:
         store.remove_container(dirs)
-        print(dirs.name)
+        print(dirs.name or dirs.id[:12])
     return 0
 
 

@@ -123,7 +123,8 @@ class Store:
         if NAME_PATTERN.fullmatch(name_or_id):
             link = self.names / name_or_id
             if link.is_symlink():
-                return self.dirs_at(self.containers / os.readlink(link).rsplit("/", 1)[-1])
+                target = self.containers / os.readlink(link).rsplit("/", 1)[-1]
+                return self.dirs_at(target, name_or_id)
             if re.fullmatch(r"[0-9a-f]+", name_or_id):
                 matches = [p for p in self.containers.iterdir() if p.name.startswith(name_or_id)]
                 if len(matches) == 1:
@@ -136,9 +137,19 @@ class Store:
             if (path / "state.json").exists():
                 yield self.dirs_at(path)
 
-    def dirs_at(self, path: Path) -> ContainerDirs:
+    def dirs_at(self, path: Path, name: str = "") -> ContainerDirs:
+        """A container's directories and name. The name is the state's, or, when the state
+        is unreadable (damaged, a disk that filled), the one names/ links to it: so `rm`
+        still frees it."""
         state = read_state(ContainerDirs(path.name, "", path))
-        return ContainerDirs(path.name, str(state.get("name", "")), path)
+        name = name or str(state.get("name", "")) or self._name_linking_to(path.name)
+        return ContainerDirs(path.name, name, path)
+
+    def _name_linking_to(self, cid: str) -> str:
+        for link in self.names.iterdir():
+            if link.is_symlink() and os.readlink(link).rsplit("/", 1)[-1] == cid:
+                return link.name
+        return ""
 
 
 # --- state files and the run lock ----------------------------------------------------------

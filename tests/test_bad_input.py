@@ -36,6 +36,7 @@ def built(minictr, minictr_root):
         (["run", "--name", "taken", "busybox"], ["already in use", "minictr rm taken"]),
         (["run", "--hostname", "bad host", "busybox"], ["invalid hostname"]),
         (["run", "-e", "=value", "busybox"], ["invalid environment variable"]),
+        (["run", "-e", "A=1\nB=2", "busybox"], ["a line break", "its own -e"]),
         (["run", "--bogus", "busybox"], ["unrecognized arguments"]),
         (["run"], ["required"]),
         (["frobnicate"], ["invalid choice"]),

@@ -70,3 +70,31 @@ def test_names_a_container_chose_reach_no_terminal_raw(minictr):
     assert "A /tmp/x\\nD /etc/passwd" in shown["diff"].splitlines()
     assert "to\\e[31mred" in shown["layers"] and "to\\e[31mred" in shown["report"]
     minictr("rm", "forger", check=True)
+
+
+def test_rm_frees_the_name_of_a_container_whose_state_is_unreadable(minictr, minictr_root):
+    """A damaged state.json (a disk that filled, a crash): `rm NAME` printed an empty line,
+    exited 0 and kept the name. The name is the link's, so it is freed."""
+    minictr("run", "--name", "damaged", "busybox", "true", check=True)
+    state = (minictr_root / "names" / "damaged").resolve() / "state.json"
+    state.write_text("{ not json")
+    r = minictr("rm", "damaged", check=True)
+    assert r.stdout == "damaged\n"
+    assert os.listdir(minictr_root / "names") == []
+    assert os.listdir(minictr_root / "containers") == []
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(minictr, minictr_root):
+    """`minictr images | head -1`: every write after the reader has gone fails (EPIPE).
+    Unbuffered, so the very first print meets it; exit 141, as a command SIGPIPE ends."""
+    minictr("image", "build", "busybox", check=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "minictr", "images"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=scaled(60),
+                           env={**os.environ, "MINICTR_ROOT": str(minictr_root),
+                                "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (141, "")
