@@ -484,6 +484,9 @@ def cmd_images(args: argparse.Namespace) -> int:
         rows.append((image.name, str(len(image.digests)), human_size(image.size),
                      human_size(shared), ago(image.created)))
     table(rows, right=(1, 2, 3))
+    for name in images.damaged_images(store):
+        print(f"minictr: images/{name}.json is damaged: not listed; remove it: minictr rmi "
+              f"{name}", file=sys.stderr)
     return 0
 
 
@@ -525,7 +528,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
 
     store = Store.open()
     for name in args.images:
-        images.get_existing(store, name)  # all known, or nothing is removed
+        images.check_exists(store, name)  # all known, or nothing is removed
     for name in args.images:
         with images.changing(store):
             removed = images.remove(store, name)

@@ -16,8 +16,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,18 +52,46 @@ def get(store: Store, name: str) -> Image:
     return load(store, name)
 
 
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 def load(store: Store, name: str) -> Image:
-    record = json.loads((store.images / f"{name}.json").read_text())
-    digests = tuple(record["layers"])
-    layers = tuple(layer_dir(store, d) for d in digests)
-    config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in record["config"].items()})
-    size = sum(layer_size(store, d) for d in digests)
-    return Image(name, digests, layers, config, size, record["created"], record["source"])
+    """The image images/NAME.json records. A damaged record (cut short by a full disk,
+    edited by hand) is one line, and `rmi` still removes it."""
+    try:
+        record = json.loads((store.images / f"{name}.json").read_text())
+        digests = tuple(record["layers"])
+        if not digests or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests):
+            raise ValueError(f"its layers are not sha256 digests: {digests!r:.80}")
+        layers = tuple(layer_dir(store, d) for d in digests)
+        config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in record["config"].items()})
+        size = sum(layer_size(store, d) for d in digests)
+        return Image(name, digests, layers, config, size, float(record["created"]),
+                     str(record["source"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StepError("read image", f"images/{name}.json is damaged: {e!s:.120}",
+                        hint=f"remove it: minictr rmi {name}") from e
 
 
 def all_images(store: Store) -> list[Image]:
-    return [load(store, p.stem) for p in sorted(store.images.glob("*.json"))]
+    """Every image whose record is readable (a damaged one: see damaged_images)."""
+    return [image for image in map(partial(_load_or_none, store), _names(store)) if image]
+
+
+def damaged_images(store: Store) -> list[str]:
+    return [name for name in _names(store) if _load_or_none(store, name) is None]
+
+
+def _names(store: Store) -> list[str]:
+    return [p.stem for p in sorted(store.images.glob("*.json"))]
+
+
+def _load_or_none(store: Store, name: str) -> Image | None:
+    try:
+        return load(store, name)
+    except StepError:
+        return None
 
 
 def layer_dir(store: Store, digest: str) -> Path:
@@ -175,7 +205,12 @@ def check_name_free(store: Store, name: str) -> None:
 def remove(store: Store, name: str) -> list[str]:
     """`minictr rmi NAME`: refused while a container of the image exists or another image is
     built on it (its layers are the bottom of that one's, which has more), as Docker refuses.
-    Then the layers no image and no container uses go too. Returns the digests deleted."""
+    Then the layers no image and no container uses go too. Returns the digests deleted.
+    A damaged record is removed too: which layers it named is unknown, so they stay."""
+    check_name(name, "image name")
+    if name in damaged_images(store):
+        (store.images / f"{name}.json").unlink()
+        return []
     image = get_existing(store, name)
     for dirs in store.all_containers():
         if read_state(dirs).get("image") == name:
@@ -191,10 +226,15 @@ def remove(store: Store, name: str) -> list[str]:
 
 
 def get_existing(store: Store, name: str) -> Image:
+    check_exists(store, name)
+    return load(store, name)
+
+
+def check_exists(store: Store, name: str) -> None:
+    """A valid name with a record (readable or not: `rmi` removes a damaged one too)."""
     check_name(name, "image name")
     if not (store.images / f"{name}.json").exists():
         raise StepError("find image", f"no such image: {name}", hint="list them: minictr images")
-    return load(store, name)
 
 
 def containers_layers(store: Store) -> Iterator[tuple[str, list[str]]]:
@@ -203,7 +243,10 @@ def containers_layers(store: Store) -> Iterator[tuple[str, list[str]]]:
 
 
 def remove_unused_layers(store: Store) -> list[str]:
-    """Delete each layer that no image and no container names. Shell: rm -rf layers/HEX"""
+    """Delete each layer that no image and no container names. Shell: rm -rf layers/HEX
+    While an image's record is damaged, none: the layers it names are unknown."""
+    if damaged_images(store):
+        return []
     used = {d for image in all_images(store) for d in image.digests}
     used |= {d for _, digests in containers_layers(store) for d in digests}
     removed = []

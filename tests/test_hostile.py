@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import scaled
+from tests.helpers import refused, scaled
 
 pytestmark = pytest.mark.root
 
@@ -98,3 +98,19 @@ def test_a_reader_that_goes_away_gets_no_traceback(minictr, minictr_root):
     finally:
         os.close(write_end)
     assert (r.returncode, r.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("record", ['{"layers": ["sha256:', '{"layers": 5}',
+                                    '{"layers": ["../../../etc"], "config": {}}'],
+                         ids=["cut-short", "wrong-type", "path-for-digest"])
+def test_a_damaged_image_record_is_one_line_and_rmi_removes_it(minictr, minictr_root, record):
+    minictr("image", "build", "busybox", check=True)
+    (minictr_root / "images" / "bad.json").write_text(record)
+    listed = minictr("images", check=True)
+    assert "busybox" in listed.stdout and "bad" not in listed.stdout
+    assert listed.stderr.startswith("minictr: images/bad.json is damaged")
+    refused(minictr("run", "--rm", "bad", "true"), "images/bad.json is damaged", "minictr rmi bad")
+    assert os.listdir(minictr_root / "containers") == []
+    assert minictr("rmi", "bad", check=True).stdout == "Untagged: bad\n"
+    assert [p.name for p in (minictr_root / "images").glob("*.json")] == ["busybox.json"]
+    minictr("run", "--rm", "busybox", "true", check=True)  # its layers untouched
