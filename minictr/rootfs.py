@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 from minictr import libc
+from minictr.errors import StepError
 from minictr.explain import note, step
 
 # The devices a container needs and no more: (name, major, minor). See devices.txt in the
@@ -34,10 +36,23 @@ def make_mounts_private() -> None:
 
 
 def _mount_point(merged: Path, name: str) -> str:
-    """merged/NAME, made if the image lacks it (that mkdir lands in upper, and shows there)."""
+    """merged/NAME, made if the image lacks it (that mkdir lands in upper, and shows there).
+
+    The image decides what is there. A symlink would be followed by mount(2), on the host's
+    side of pivot_root (`proc -> /etc` would mount over the host's /etc, in this namespace),
+    so it is refused, as runc refuses it; so is a file or anything else but a directory.
+    Nothing of the container runs yet: nothing can swap it between this check and the mount.
+    """
     target = merged / name
-    if not target.is_dir():
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
         target.mkdir(mode=0o755)
+        return str(target)
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise StepError(f"mount /{name}", f"mount target /{name} in the image is {what}",
+                        hint=f"the image must have /{name} as a directory, or none")
     return str(target)
 
 

@@ -6,6 +6,7 @@ test that leaves a mount, cgroup, link or process behind.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,28 @@ def test_a_damaged_image_record_is_one_line_and_rmi_removes_it(minictr, minictr_
     assert minictr("rmi", "bad", check=True).stdout == "Untagged: bad\n"
     assert [p.name for p in (minictr_root / "images").glob("*.json")] == ["busybox.json"]
     minictr("run", "--rm", "busybox", "true", check=True)  # its layers untouched
+
+
+@pytest.mark.parametrize(("name", "make", "words"), [
+    ("proc", lambda p: p.symlink_to("/etc"), "mount target /proc in the image is a symlink"),
+    ("sys", lambda p: p.symlink_to("../tmp"), "mount target /sys in the image is a symlink"),
+    ("dev", lambda p: p.write_text("a file\n"), "mount target /dev in the image is not a dir"),
+], ids=["proc-symlink", "sys-symlink", "dev-file"])
+def test_an_image_whose_mount_point_is_not_a_directory_is_refused(minictr, minictr_root,
+                                                                  tmp_path, name, make, words):
+    """runc: "mount target is a symlink". A symlink was followed (an image's /proc -> /etc
+    mounted procfs on the host's /etc, in the container's namespace, and ran without /proc);
+    a file for /dev failed with FileExistsError."""
+    minictr("image", "build", "busybox", check=True)
+    layer = Path(json.loads(minictr("image", "inspect", "busybox", check=True).stdout)
+                 [0]["layers"][0]["path"])
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", layer, rootfs], check=True)
+    subprocess.run(["rm", "-rf", rootfs / name], check=True)
+    make(rootfs / name)
+    subprocess.run(["tar", "-C", rootfs, "-cf", tmp_path / "bad.tar", "."], check=True)
+    minictr("image", "import", tmp_path / "bad.tar", "bad", check=True)
+    before = os.stat("/etc").st_mtime_ns
+    refused(minictr("run", "--rm", "bad", "true"), words)
+    assert os.listdir(minictr_root / "containers") == []
+    assert os.stat("/etc").st_mtime_ns == before
