@@ -73,8 +73,8 @@ def run(spec: RunSpec) -> Outcome:
     policy = security.policy(spec)  # bad --cap-add: refused before anything is made
     if spec.userns:
         userns.check_host()
+    overlay.check_upper_filesystem(store.containers)  # before the image: nothing is built
     image = images.get(store, spec.image)  # builds busybox on first use
-    overlay.check_upper_filesystem(store.containers)
     explain.define("LAYERS", store.layers)
     for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` lists them
         explain.define(f"L{number}", digest.removeprefix("sha256:"))

@@ -67,9 +67,10 @@ class Store:
         """The store named by $MINICTR_ROOT, created (mode 0700) if it is not there yet."""
         require_root()
         root = Path(os.environ.get("MINICTR_ROOT") or DEFAULT_ROOT)
-        if not root.is_absolute() or "," in str(root) or ":" in str(root):
+        if not root.is_absolute() or any(c in str(root) for c in ",:\\"):
             raise StepError("open state directory", f"MINICTR_ROOT={root} is unusable",
-                            hint="use an absolute path without ',' or ':' (overlay's separators)")
+                            hint="use an absolute path without ',', ':' or '\\' (overlay's "
+                            "separators and its escape)")
         store = cls(root)
         try:
             for d in (store.images, store.layers, store.containers, store.names):

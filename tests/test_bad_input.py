@@ -92,6 +92,7 @@ def test_upper_on_overlayfs_is_refused(minictr, tmp_path_factory):
         result = minictr("run", "busybox", "true", env={"MINICTR_ROOT": str(merged / "state")})
         refused(result, "overlay cannot use", "MINICTR_ROOT")
         assert list((merged / "state" / "containers").iterdir()) == []
+        assert list((merged / "state" / "layers").iterdir()) == []  # checked before building
     finally:
         subprocess.run(["umount", merged], check=True)
 
@@ -99,4 +100,6 @@ def test_upper_on_overlayfs_is_refused(minictr, tmp_path_factory):
 def test_unusable_state_directory(minictr):
     refused(minictr("ps", env={"MINICTR_ROOT": "relative/path"}), "MINICTR_ROOT")
     refused(minictr("ps", env={"MINICTR_ROOT": "/var/tmp/a,b"}), "MINICTR_ROOT")
+    refused(minictr("ps", env={"MINICTR_ROOT": "/var/tmp/a\\b"}), "MINICTR_ROOT")
+    assert not os.path.exists("/var/tmp/a\\b")
     assert not Path("/var/tmp/a,b").exists()
