@@ -414,6 +414,7 @@ def used_of(used: int | None, limit: int | None, show: Callable[[int], str]) -> 
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    from minictr import cgroups
     from minictr.store import Store, read_state, status
 
     store = Store.open()
@@ -423,6 +424,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
             raise StepError("remove container", f"{dirs.name} is running",
                             hint="wait for it to exit, or stop its command")
     for dirs in found:
+        cgroups.remove_leftover(dirs.id)  # a runtime killed before its undo left it
         store.remove_container(dirs)
         print(dirs.name or dirs.id[:12])
     return 0

@@ -140,3 +140,14 @@ def test_an_image_whose_mount_point_is_not_a_directory_is_refused(minictr, minic
     refused(minictr("run", "--rm", "bad", "true"), words)
     assert os.listdir(minictr_root / "containers") == []
     assert os.stat("/etc").st_mtime_ns == before
+
+
+def test_rm_of_a_container_whose_runtime_was_killed_removes_its_cgroup(minictr):
+    """Only prune removed it; a SIGKILLed runtime (here at the shim's join, when the cgroup
+    exists) leaves it, and `rm NAME` must not leave it behind (the leak fixture checks)."""
+    minictr("image", "build", "busybox", check=True)
+    r = minictr("run", "--name", "killed", "busybox", "true",
+                env={"MINICTR_FAIL_AT": "minictr.cgroups.join:kill"})
+    assert r.returncode == -9, r
+    assert "killed" in minictr("ps", "-a", check=True).stdout
+    assert minictr("rm", "killed", check=True).stdout == "killed\n"
