@@ -86,16 +86,16 @@ def run(spec: RunSpec) -> Outcome:
     command = image.config.entrypoint + (spec.command or image.config.cmd)
     hostname = spec.hostname or dirs.name
     env = container_env(image, spec, hostname)
-    write_state(dirs, id=dirs.id, name=dirs.name, image=image.name, command=list(command),
-                hostname=hostname, env=env, created=time.time(), status="created", pid=None,
-                exit_code=None, layers=list(image.digests), config=container_config(image, spec),
-                lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
-                work=str(dirs.work), merged=str(dirs.merged), limits=limits_state(spec.limits),
-                security=policy.as_dict())
     started = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
         undo.callback(lambda: started or remove_unstarted(store, dirs))  # failed start: no trace
+        write_state(dirs, id=dirs.id, name=dirs.name, image=image.name, command=list(command),
+                    hostname=hostname, env=env, created=time.time(), status="created",
+                    pid=None, exit_code=None, layers=list(image.digests),
+                    config=container_config(image, spec), lower=[str(p) for p in image.lowers],
+                    upper=str(dirs.upper), work=str(dirs.work), merged=str(dirs.merged),
+                    limits=limits_state(spec.limits), security=policy.as_dict())
         # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
         ns = None
@@ -129,9 +129,11 @@ def run(spec: RunSpec) -> Outcome:
         with step("read what its cgroup counted",
                   "\n".join(f"grep . {f}" for f in cg.counter_files())):
             stats = cg.stats()
-        write_state(dirs, status="exited", exit_code=exit_code, finished=finished,
-                    stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
-                    ended_by=cgroups.why_it_ended(spec.limits, stats, exit_code))
+        # The command has run: from here a full disk costs the record, never the exit code,
+        # the report or --rm (the report needs no disk).
+        record_after_exit(dirs, status="exited", exit_code=exit_code, finished=finished,
+                          stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
+                          ended_by=cgroups.why_it_ended(spec.limits, stats, exit_code))
         with step("read what changed: the entries of the upperdir",
                   f"find {dirs.upper} -printf '%y %p\\n'"):
             changes = diff.scan(dirs.upper, image.lowers)
@@ -141,6 +143,15 @@ def run(spec: RunSpec) -> Outcome:
                 store.remove_container(dirs)
     return Outcome(exit_code, dirs, image, changes, upper_bytes, spec.limits, stats, wall,
                    security=policy)
+
+
+def record_after_exit(dirs: ContainerDirs, **changes: object) -> None:
+    """write_state, once the command has exited: if the disk is full, say so in one line and
+    go on (the state then still says "running"; its lock, free, says it is not)."""
+    try:
+        write_state(dirs, **changes)
+    except StepError as e:
+        print(f"{e} (the exit code and the report follow)", file=sys.stderr)
 
 
 def remove_unstarted(store: Store, dirs: ContainerDirs) -> None:

@@ -97,9 +97,14 @@ class Store:
             raise StepError("create container", f"the name {name!r} is already in use",
                             hint=f"remove it (minictr rm {name}) or choose another --name")
         dirs = ContainerDirs(cid, name, self.containers / cid)
-        for d in (dirs.path, dirs.upper, dirs.work, dirs.merged):
-            d.mkdir(mode=0o700 if d == dirs.path else 0o755)
-        lock = hold_lock(dirs.lock_file)
+        dirs.path.mkdir(mode=0o700)
+        try:
+            for d in (dirs.upper, dirs.work, dirs.merged):
+                d.mkdir(mode=0o755)
+            lock = hold_lock(dirs.lock_file)
+        except OSError:  # a full disk: no empty containers/<id>/ is left
+            remove_tree(dirs.path)
+            raise
         try:
             os.symlink(f"../containers/{cid}", self.names / name)
         except FileExistsError:  # another run took the name a moment ago
@@ -169,12 +174,18 @@ _written: dict[Path, dict[str, Any]] = {}
 
 
 def write_state(dirs: ContainerDirs, **changes: Any) -> dict[str, Any]:
-    """Update state.json atomically: write a new file, then rename(2) it over the old one."""
+    """Update state.json atomically: write a new file, then rename(2) it over the old one.
+    A failure (a full disk) is one line, and the old state stays whole."""
     state = (_written.get(dirs.state_file) or read_state(dirs)) | changes
-    _written[dirs.state_file] = state
     tmp = dirs.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, dirs.state_file)
+    try:
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, dirs.state_file)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StepError.from_os_error("write the container's state", e,
+                                      hint="is the disk of MINICTR_ROOT full? (df -h)") from e
+    _written[dirs.state_file] = state
     return state
 
 

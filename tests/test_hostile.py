@@ -6,6 +6,7 @@ test that leaves a mount, cgroup, link or process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -151,3 +152,31 @@ def test_rm_of_a_container_whose_runtime_was_killed_removes_its_cgroup(minictr):
     assert r.returncode == -9, r
     assert "killed" in minictr("ps", "-a", check=True).stdout
     assert minictr("rm", "killed", check=True).stdout == "killed\n"
+
+
+def test_a_full_disk_costs_the_record_never_the_exit_code_the_report_or_rm(minictr, tmp_path):
+    """MINICTR_ROOT on an 8 MiB tmpfs. A container that fills it: the runtime crashed in
+    write_state (exit 1, a traceback, no report, the data kept despite --rm). And a start on
+    the full disk left an empty containers/<id>/. Now: one line each, and nothing kept."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small], check=True)
+    try:
+        env = {"MINICTR_ROOT": str(small / "root")}
+        minictr("image", "build", "busybox", check=True, env=env)
+        r = minictr("run", "--rm", "busybox", "sh", "-c",
+                    "dd if=/dev/zero of=/big bs=1M 2>/dev/null; exit 3", env=env)
+        assert r.returncode == 3, r.stderr
+        assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+        assert "exited with code 3" in r.stderr and "big" in r.stderr  # the report
+        assert os.listdir(small / "root" / "containers") == []  # --rm did remove it
+        # now full before the start (ENOSPC ends the loop)
+        with open(small / "fill", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while f.write(b"\0" * (1 << 20)):
+                pass
+        r = minictr("run", "--rm", "busybox", "true", env=env)
+        refused(r, "No space left on device", "df -h")
+        assert os.listdir(small / "root" / "containers") == []
+        assert os.listdir(small / "root" / "names") == []
+    finally:
+        subprocess.run(["umount", small], check=True)
