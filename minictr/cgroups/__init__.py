@@ -51,8 +51,14 @@ from minictr import explain
 from minictr.errors import StepError
 from minictr.explain import step
 from minictr.spec import Limits
+from minictr.store import hold_lock, is_locked
 
 ROOT = Path("/sys/fs/cgroup")
+# Who owns each minictr cgroup, for every MINICTR_ROOT on the host: the runtime holds
+# OWNERS/<id>.lock (flock) before the cgroup exists and until it is gone. A `prune` of
+# another root may call a cgroup an orphan only when nobody holds its lock: a container that
+# is starting, whose cgroup is still empty, is not one. Shell: flock -n OWNERS/ID.lock
+OWNERS = Path("/run/minictr/cgroups")
 PARENT = "minictr"  # every container's cgroup is minictr/ID, in each tree
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
@@ -395,6 +401,7 @@ def for_container(cid: str, limits: Limits, root: Path = ROOT) -> Iterator[Cgrou
     cg = backend(cid, root)
     explain.define("ID", cid)
     cg.check(limits)
+    owner = own(cid)
     try:
         with step(f"create the container's cgroup (cgroup v{cg.version})", cg.shell_create()):
             cg.create()  # if it fails half way (one v1 tree made), the finally removes that
@@ -404,8 +411,26 @@ def for_container(cid: str, limits: Limits, root: Path = ROOT) -> Iterator[Cgrou
                 cg.apply(limits)
         yield cg
     finally:
-        with step("kill what is left in the cgroup, and remove it", cg.shell_remove()):
-            cg.remove()
+        try:
+            with step("kill what is left in the cgroup, and remove it", cg.shell_remove()):
+                cg.remove()
+        finally:
+            (OWNERS / f"{cid}.lock").unlink(missing_ok=True)
+            os.close(owner)
+
+
+def own(cid: str) -> int:
+    """Take OWNERS/<id>.lock; the fd that holds it. A prune may unlink a lock file it found
+    free in the moment between our open and our flock: then ours is not the file at the
+    path any more, and we take it again. Shell: flock -n /run/minictr/cgroups/ID.lock"""
+    OWNERS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = OWNERS / f"{cid}.lock"
+    while True:
+        fd = hold_lock(path)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
 
 
 def join(cg: Cgroup, back: list[Path]) -> None:
@@ -466,8 +491,11 @@ def remove_empty_orphans(known: set[str], root: Path = ROOT) -> list[str]:
     removed = []
     for cid in sorted(ids - known):
         cg = backend(cid, root)
-        if cg.exists() and not cg.procs():
+        if cg.exists() and not cg.procs() and not is_locked(OWNERS / f"{cid}.lock"):
             removed += remove_leftover(cid, root)
+    for lock in OWNERS.glob("*.lock") if OWNERS.is_dir() else ():
+        if not is_locked(lock):  # its runtime was killed
+            lock.unlink(missing_ok=True)
     return removed
 
 
