@@ -88,22 +88,34 @@ class Store:
     def new_container(self, cid: str, name: str | None, image: str) -> tuple[ContainerDirs, int]:
         """Make containers/<id>/{upper,work,merged}, lock it, and claim the name.
 
-        Returns the directories and the fd that holds the run lock: it is taken before the
-        name is, so no `ps` or `prune` ever sees this container without a live owner.
-        Shell: mkdir -p containers/ID/upper containers/ID/work containers/ID/merged
+        Returns the directories and the fd that holds the run lock. The directory is made
+        as containers/.new-<id>, locked, and only then renamed to its id: no `prune` ever
+        sees containers/<id> without its live owner (it removes an unlocked .new-* as what
+        a killed start left). The lock is taken before the name is, for `ps` and `rm` too.
+        Shell: mkdir containers/.new-ID; flock containers/.new-ID/lock ...;
+               mkdir containers/.new-ID/{upper,work,merged}; mv containers/.new-ID containers/ID
         """
         name = name or f"{image}-{cid[:6]}"
         if (self.names / name).is_symlink():
             raise StepError("create container", f"the name {name!r} is already in use",
                             hint=f"remove it (minictr rm {name}) or choose another --name")
         dirs = ContainerDirs(cid, name, self.containers / cid)
-        dirs.path.mkdir(mode=0o700)
+        new = self.containers / f".new-{cid}"
+        new.mkdir(mode=0o700)
+        try:
+            # (a prune that found it unlocked a moment ago removes it: then this fails,
+            # ENOENT, and the start with it: a live container is never what is removed)
+            lock = hold_lock(new / dirs.lock_file.name)
+        except OSError:
+            remove_tree(new)
+            raise
         try:
             for d in (dirs.upper, dirs.work, dirs.merged):
-                d.mkdir(mode=0o755)
-            lock = hold_lock(dirs.lock_file)
-        except OSError:  # a full disk: no empty containers/<id>/ is left
-            remove_tree(dirs.path)
+                (new / d.name).mkdir(mode=0o755)
+            os.rename(new, dirs.path)
+        except OSError:  # a full disk, that prune: no containers/<id>/ is left
+            os.close(lock)
+            remove_tree(new)
             raise
         try:
             os.symlink(f"../containers/{cid}", self.names / name)

@@ -197,3 +197,28 @@ def test_prune_of_another_root_leaves_the_empty_cgroup_of_a_starting_container(m
         assert cg.exists()
     assert not cg.exists()
     assert not (cgroups.OWNERS / f"{cid}.lock").exists()
+
+
+def test_a_container_is_locked_from_the_moment_it_is_visible(minictr, minictr_root):
+    """Store.new_container made containers/<id> first and locked it after: a prune in that
+    moment deleted a container being created. It is now made as .new-<id>, locked, then
+    renamed. prune removes a .new-* nobody holds (a start killed there), never a held one."""
+    from minictr.store import hold_lock
+
+    minictr("image", "build", "busybox", check=True)
+    containers = minictr_root / "containers"
+    (containers / ".new-killed").mkdir()  # what a start SIGKILLed before its lock leaves
+    (containers / ".new-starting").mkdir()
+    lock = hold_lock(containers / ".new-starting" / "lock")  # a start right now
+    try:
+        minictr("prune", check=True)
+        assert sorted(os.listdir(containers)) == [".new-starting"]
+    finally:
+        os.close(lock)
+    minictr("prune", check=True)
+    assert os.listdir(containers) == []
+    r = minictr("run", "--name", "made", "busybox", "true", check=True)
+    assert r.returncode == 0
+    [made] = os.listdir(containers)
+    assert len(made) == 64 and (containers / made / "lock").exists()
+    minictr("rm", "made", check=True)
