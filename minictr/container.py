@@ -74,15 +74,22 @@ def run(spec: RunSpec) -> Outcome:
     if spec.userns:
         userns.check_host()
     overlay.check_upper_filesystem(store.containers)  # before the image: nothing is built
-    image = images.get(store, spec.image)  # builds busybox on first use
-    explain.define("LAYERS", store.layers)
-    for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` lists them
-        explain.define(f"L{number}", digest.removeprefix("sha256:"))
-    cid = store.new_id()
-    explain.define("C", store.containers / cid)
-    with step("create the container's upper, work and merged directories",
-              "mkdir -p $C/upper $C/work $C/merged"):
-        dirs, lock = store.new_container(cid, spec.name, spec.image)
+    images.get(store, spec.image)  # builds busybox on first use
+    # No rmi until this container's state names the image's layers (released below)
+    image_lock = images.hold_for_start(store)
+    try:
+        image = images.get_existing(store, spec.image)  # as it is now, under the lock
+        explain.define("LAYERS", store.layers)
+        for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` has
+            explain.define(f"L{number}", digest.removeprefix("sha256:"))
+        cid = store.new_id()
+        explain.define("C", store.containers / cid)
+        with step("create the container's upper, work and merged directories",
+                  "mkdir -p $C/upper $C/work $C/merged"):
+            dirs, lock = store.new_container(cid, spec.name, spec.image)
+    except BaseException:
+        os.close(image_lock)
+        raise
     command = image.config.entrypoint + (spec.command or image.config.cmd)
     hostname = spec.hostname or dirs.name
     env = container_env(image, spec, hostname)
@@ -90,12 +97,16 @@ def run(spec: RunSpec) -> Outcome:
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
         undo.callback(lambda: started or remove_unstarted(store, dirs))  # failed start: no trace
-        write_state(dirs, id=dirs.id, name=dirs.name, image=image.name, command=list(command),
-                    hostname=hostname, env=env, created=time.time(), status="created",
-                    pid=None, exit_code=None, layers=list(image.digests),
-                    config=container_config(image, spec), lower=[str(p) for p in image.lowers],
-                    upper=str(dirs.upper), work=str(dirs.work), merged=str(dirs.merged),
-                    limits=limits_state(spec.limits), security=policy.as_dict())
+        try:
+            write_state(dirs, id=dirs.id, name=dirs.name, image=image.name,
+                        command=list(command), hostname=hostname, env=env, created=time.time(),
+                        status="created", pid=None, exit_code=None, layers=list(image.digests),
+                        config=container_config(image, spec),
+                        lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
+                        work=str(dirs.work), merged=str(dirs.merged),
+                        limits=limits_state(spec.limits), security=policy.as_dict())
+        finally:
+            os.close(image_lock)  # the state names the layers: rmi now sees this container
         # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
         ns = None

@@ -12,7 +12,8 @@ the step, the errno and, where we know one, a hint that says what to do.
 
 For the tests, a step can be made to fail on purpose, as if the kernel had refused it: with
 ``MINICTR_FAIL_AT=minictr.rootfs.pivot_into`` (the name --explain shows in brackets) that step
-raises EIO as it begins; with ``...:kill`` the runtime is SIGKILLed there instead.
+raises EIO as it begins; with ``...:kill`` the runtime is SIGKILLed there instead; with
+``...:stop`` the process stops itself there (SIGSTOP) until a race test continues it.
 So the suite can fail every step of a start in turn and check that nothing is left behind.
 """
 
@@ -141,13 +142,20 @@ class step:  # lower case: it reads like a function, `with step(...):`
 
 
 def fail_on_purpose(name: str) -> None:
-    """MINICTR_FAIL_AT: this step fails here (EIO), or the runtime is SIGKILLed (":kill").
+    """MINICTR_FAIL_AT: this step fails here (EIO), or the runtime is SIGKILLed (":kill"),
+    or this process stops until it gets SIGCONT (":stop", in the runtime's steps).
     The container's init cannot signal the runtime (a pidfd signals only into the caller's
     own PID namespace and below: EINVAL; in --userns, EPERM too): it dies itself, as in a
     crash."""
+    import signal
+
+    if _fail_how == "stop":  # a race test resumes it: kill -CONT PID. Once only.
+        global _fail_at
+        _fail_at = ""
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     if _fail_how == "kill":
         import contextlib
-        import signal
 
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(_runtime_pidfd, signal.SIGKILL)

@@ -115,6 +115,16 @@ def changing(store: Store) -> Iterator[None]:
         os.close(fd)
 
 
+def hold_for_start(store: Store) -> int:
+    """The image lock, shared, for a container that is starting: from loading its image until
+    its state names the layers (then rmi sees it and refuses), no rmi, import or commit may
+    change the store (they take the lock whole: `changing`). Several starts share it.
+    Shell: flock -s images/.lock ..."""
+    fd = os.open(store.images / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
 def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[str, bool]:
     """Fill a new directory with a layer's files, name it by its digest, and store it once.
 

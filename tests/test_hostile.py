@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +224,43 @@ def test_a_container_is_locked_from_the_moment_it_is_visible(minictr, minictr_ro
     [made] = os.listdir(containers)
     assert len(made) == 64 and (containers / made / "lock").exists()
     minictr("rm", "made", check=True)
+
+
+def test_rmi_waits_for_a_starting_container_and_is_then_refused(minictr, minictr_root):
+    """`rmi` of an image whose container is starting deleted its layers under it. The start
+    holds the image lock (shared) from loading the image until its state names the layers.
+    The start is stopped right there (MINICTR_FAIL_AT=...:stop), rmi is run, and only once
+    rmi has either finished or is seen waiting for the lock (/proc/locks) does it go on."""
+    minictr("image", "build", "busybox", check=True)
+    env = {**os.environ, "MINICTR_ROOT": str(minictr_root)}
+    run = subprocess.Popen([sys.executable, "-m", "minictr", "run", "--name", "starting",
+                            "busybox", "true"], env={**env, "MINICTR_FAIL_AT":
+                                                     "minictr.container.run:stop"},
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(run.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        rmi = subprocess.Popen([sys.executable, "-m", "minictr", "rmi", "busybox"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pidfd = os.pidfd_open(rmi.pid)
+        try:
+            while not waits_for_a_lock(rmi.pid):  # or has ended: then it did not wait
+                if select.select([pidfd], [], [], 0.05)[0]:
+                    break
+        finally:
+            os.close(pidfd)
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    _, run_err = run.communicate(timeout=scaled(60))
+    _, rmi_err = rmi.communicate(timeout=scaled(60))
+    assert run.returncode == 0, run_err
+    assert rmi.returncode == 125 and "container starting uses busybox" in rmi_err, rmi_err
+    minictr("rm", "starting", check=True)
+
+
+def waits_for_a_lock(pid: int) -> bool:
+    """/proc/locks lists a process blocked in flock(2) with "->" before its line."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines()
+               if len(line.split()) > 5)
