@@ -257,6 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cap_add = security.parse_capabilities(args.cap_add)
     cap_drop = security.parse_capabilities(args.cap_drop)
     idmap = None if args.userns is None else userns.parse(args.userns)
+    if idmap is not None:
+        userns.check_free(idmap)
     mode = network.parse_mode(args.network)
     ports = network.parse_ports(args.publish, mode)
     if args.explain or args.step:

@@ -84,6 +84,28 @@ def parse(value: str) -> IdMap:
     return IdMap(host, size)
 
 
+def check_free(idmap: IdMap, accounts: dict[int, str] | None = None) -> None:
+    """Refuse a range that holds the ids of this host's own users or groups: root in the
+    container would be, say, daemon (1), and uid 999 inside the host's first user (1000),
+    owning what they own on the host. /etc/subuid ranges (100000:65536) hold none.
+    ``accounts``: id -> name, by default from the host's passwd and group databases.
+    Shell: getent passwd; getent group"""
+    if accounts is None:
+        import grp
+        import pwd
+
+        accounts = {g.gr_gid: f"group {g.gr_name}" for g in grp.getgrall()}
+        accounts |= {p.pw_uid: f"user {p.pw_name}" for p in pwd.getpwall()}
+    last = idmap.host + idmap.size - 1
+    taken = sorted(i for i in accounts if idmap.host <= i <= last)
+    if taken:
+        shown = ", ".join(f"{accounts[i]} ({i})" for i in taken[:3])
+        raise StepError("check input", f"--userns {idmap.host}:{idmap.size} holds ids of this "
+                        f"host's accounts: {shown}" + (", ..." if len(taken) > 3 else ""),
+                        hint="give a range no account uses, as /etc/subuid has them: "
+                        "100000:65536")
+
+
 # --- on the host --------------------------------------------------------------------------
 
 

@@ -37,6 +37,8 @@ def built(minictr, minictr_root):
         (["run", "--hostname", "bad host", "busybox"], ["invalid hostname"]),
         (["run", "-e", "=value", "busybox"], ["invalid environment variable"]),
         (["run", "-e", "A=1\nB=2", "busybox"], ["a line break", "its own -e"]),
+        (["run", "--userns", "1:4294967294", "busybox"], ["holds ids of this host's accounts",
+                                                          "user daemon (1)"]),
         (["run", "--bogus", "busybox"], ["unrecognized arguments"]),
         (["run"], ["required"]),
         (["frobnicate"], ["invalid choice"]),

@@ -371,6 +371,15 @@ def test_policy_arithmetic(monkeypatch):
     assert "cap_sys_time" not in security.policy(RunSpec("busybox", cap_add=("ALL",))).kept
 
 
+def test_userns_ranges_that_hold_host_accounts_are_refused():
+    accounts = {0: "user root", 1: "user daemon", 1000: "user vagrant", 65534: "user nobody"}
+    for idmap in (IdMap(1, 4294967294), IdMap(999, 2), IdMap(60000, 10000)):
+        with pytest.raises(StepError, match="holds ids of this host's accounts"):
+            userns.check_free(idmap, accounts)
+    userns.check_free(IdMap(100000, 65536), accounts)
+    userns.check_free(IdMap(1001, 1), accounts)
+
+
 def test_userns_values():
     assert userns.parse("100000:65536") == IdMap(100000, 65536)
     assert userns.parse("1000") == IdMap(1000, 1)
