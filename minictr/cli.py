@@ -480,7 +480,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from minictr.store import Store
 
     store = Store.open()
-    all_images = images.all_images(store)
+    all_images, damaged = images.scan_images(store)
     rows = [("NAME", "LAYERS", "SIZE", "SHARED", "CREATED")]
     for image in all_images:
         others = {d for i in all_images if i.name != image.name for d in i.digests}
@@ -488,7 +488,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         rows.append((image.name, str(len(image.digests)), human_size(image.size),
                      human_size(shared), ago(image.created)))
     table(rows, right=(1, 2, 3))
-    for name in images.damaged_images(store):
+    for name in damaged:
         print(f"minictr: images/{name}.json is damaged: not listed; remove it: minictr rmi "
               f"{name}", file=sys.stderr)
     return 0

@@ -74,11 +74,11 @@ def run(spec: RunSpec) -> Outcome:
     if spec.userns:
         userns.check_host()
     overlay.check_upper_filesystem(store.containers)  # before the image: nothing is built
-    images.get(store, spec.image)  # builds busybox on first use
+    images.build_if_missing(store, spec.image)  # busybox, on first use
     # No rmi until this container's state names the image's layers (released below)
     image_lock = images.hold_for_start(store)
     try:
-        image = images.get_existing(store, spec.image)  # as it is now, under the lock
+        image = images.get_existing(store, spec.image)  # read once, under the lock
         explain.define("LAYERS", store.layers)
         for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` has
             explain.define(f"L{number}", digest.removeprefix("sha256:"))

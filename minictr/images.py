@@ -19,7 +19,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,18 +37,19 @@ RECIPES = Path(__file__).resolve().parent.parent / "images"
 MAX_MOUNT_OPTIONS = 4095
 
 
-def get(store: Store, name: str) -> Image:
-    """The image called ``name``; a recipe's image (busybox) is built on first use."""
+def build_if_missing(store: Store, name: str) -> Image | None:
+    """Build a recipe's image (busybox) that the store does not have yet, and return it;
+    None when the store has it already (nothing is read). Anything else: no such image."""
     check_name(name, "image name")
-    if not (store.images / f"{name}.json").exists():
-        if not (RECIPES / name / "image.json").exists():
-            raise StepError("find image", f"no such image: {name}",
-                            hint="list images with: minictr images; build one with: "
-                            "minictr image build busybox")
-        from minictr import recipes  # only when building: it imports what `run` never needs
+    if (store.images / f"{name}.json").exists():
+        return None
+    if not (RECIPES / name / "image.json").exists():
+        raise StepError("find image", f"no such image: {name}",
+                        hint="list images with: minictr images; build one with: "
+                        "minictr image build busybox")
+    from minictr import recipes  # only when building: it imports what `run` never needs
 
-        return recipes.build(store, name)
-    return load(store, name)
+    return recipes.build(store, name)
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -76,22 +76,22 @@ def load(store: Store, name: str) -> Image:
 
 def all_images(store: Store) -> list[Image]:
     """Every image whose record is readable (a damaged one: see damaged_images)."""
-    return [image for image in map(partial(_load_or_none, store), _names(store)) if image]
+    return scan_images(store)[0]
 
 
 def damaged_images(store: Store) -> list[str]:
-    return [name for name in _names(store) if _load_or_none(store, name) is None]
+    return scan_images(store)[1]
 
 
-def _names(store: Store) -> list[str]:
-    return [p.stem for p in sorted(store.images.glob("*.json"))]
-
-
-def _load_or_none(store: Store, name: str) -> Image | None:
-    try:
-        return load(store, name)
-    except StepError:
-        return None
+def scan_images(store: Store) -> tuple[list[Image], list[str]]:
+    """Every record read once: the images, and the names whose record is damaged."""
+    found, damaged = [], []
+    for path in sorted(store.images.glob("*.json")):
+        try:
+            found.append(load(store, path.stem))
+        except StepError:
+            damaged.append(path.stem)
+    return found, damaged
 
 
 def layer_dir(store: Store, digest: str) -> Path:
@@ -255,9 +255,10 @@ def containers_layers(store: Store) -> Iterator[tuple[str, list[str]]]:
 def remove_unused_layers(store: Store) -> list[str]:
     """Delete each layer that no image and no container names. Shell: rm -rf layers/HEX
     While an image's record is damaged, none: the layers it names are unknown."""
-    if damaged_images(store):
+    found, damaged = scan_images(store)
+    if damaged:
         return []
-    used = {d for image in all_images(store) for d in image.digests}
+    used = {d for image in found for d in image.digests}
     used |= {d for _, digests in containers_layers(store) for d in digests}
     removed = []
     for meta in sorted(store.layers.glob("*.json")):
