@@ -6,7 +6,7 @@
       3 start the shim              namespaces.spawn: it waits for "go"
       4 go: into the cgroup         cgroups.join, in the shim: the container never runs unlimited
       5 namespaces and init         the shim unshares (mount, UTS, IPC, PID, net, cgroup), forks
-      6 wait until started          the init reports an error, or execs (end-of-file)
+      6 wait until started          the init reports what it masked, then an error or its exec
       7 wait for the exit           terminal.relay when interactive; signals are passed on
       8 what the limits did         cgroups: peak memory, OOM kills, forks refused, cpu time
       9 what changed                diff.scan of the upperdir against the image
@@ -130,9 +130,11 @@ def run(spec: RunSpec) -> Outcome:
         undo.enter_context(passing_signals_to(child))
         child.go()
         began = time.monotonic()
-        pty = wait_until_started(child, dirs, cg, net)
+        pty, mounted = wait_until_started(child, dirs, cg, net)
+        # ch.10: what the init mounted, not what it was asked: this kernel may lack some paths
+        policy = policy.with_mounted(mounted.get("masked", ()), mounted.get("read_only", ()))
         started = True
-        write_state(dirs, status="running", started=time.time())
+        write_state(dirs, status="running", started=time.time(), security=policy.as_dict())
         exit_code = wait_for_exit(child, pty)
         wall = time.monotonic() - began
         finished = time.time()
@@ -202,12 +204,14 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
 
 
 def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
-                       cg: cgroups.Cgroup, net: network.Attachment) -> int | None:
-    """Read the start-up socket until end-of-file; return the pty's master fd, if any.
+                       cg: cgroups.Cgroup, net: network.Attachment
+                       ) -> tuple[int | None, dict[str, list[str]]]:
+    """Read the start-up socket until end-of-file; return the pty's master fd, if any, and
+    the paths the init masked and made read-only, as it reported them ({"mounted": ...}).
     Once the init's pid is known: the shim out of the cgroup (if it could not step out by
     itself), eth0 with --network bridge, then {"ready": true}, which the init waits for
     before its first step."""
-    pty, execs = None, False
+    pty, execs, mounted = None, False, None
     while (message := child.receive()) is not None:
         data, fds = message
         if "pid" in data:
@@ -227,11 +231,17 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
             raise StepError.from_dict(data["error"])
         if "pty" in data:
             pty = fds[0]
+        if "mounted" in data:
+            mounted = data["mounted"]
         execs = execs or "exec" in data
     if not execs:
         raise StepError("start the container", "its first process ended before it started "
                         "(killed?)", hint="run again with --explain to see the last step")
-    return pty
+    if mounted is None:  # sent before every exec: a bug of ours, and no report may guess
+        if pty is not None:
+            os.close(pty)
+        raise StepError("start the container", "its init did not say which paths it masked")
+    return pty, mounted
 
 
 def shim_steps_out(cg: cgroups.Cgroup, shim_pid: int) -> None:
@@ -315,8 +325,10 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         rootfs.mount_sys(merged, read_only=policy.sys_read_only)
         # ch.10: once /proc and /sys are there to mask, and before pivot_root, so that every
         # mount of the container is made here, under merged/
-        security.mask_paths(merged, policy.masked)
-        security.make_read_only(merged, policy.read_only)
+        masked = security.mask_paths(merged, policy.masked)
+        read_only = security.make_read_only(merged, policy.read_only)
+        # The runtime reports and records what was mounted, and only the init knows it
+        namespaces.send(sock, {"mounted": {"masked": masked, "read_only": read_only}})
         if net is not None:  # $C/hosts... onto /etc: while $C (merged's parent) is reachable
             network.bind_files(merged.parent, merged, net.files)
         rootfs.pivot_into(merged)

@@ -12,7 +12,10 @@ A directory with the xattr ``trusted.overlay.opaque=y`` is *opaque*: the kernel 
 a directory the image has was removed and made again, so the image's entries below it are
 hidden without a whiteout each.
 
-Everything here only reads (lstat, readlink, getxattr); nothing follows a symlink.
+Everything here only reads (lstat, readlink, getxattr); nothing follows a symlink. The
+upper is the container's, and may change while it is read: it is walked by fd
+(minictr.walk), so a symlink swapped in for a directory shows as a symlink, never as what it
+points to.
 
 Shell: find UPPER -printf '%y %m %s %p\\n'; getfattr -n trusted.overlay.opaque UPPER/DIR
 See: https://docs.kernel.org/filesystems/overlayfs.html ("Whiteouts and opaque directories"),
@@ -21,12 +24,14 @@ See: https://docs.kernel.org/filesystems/overlayfs.html ("Whiteouts and opaque d
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
+
+from minictr import walk
+from minictr.walk import NO_XATTR, OPEN_DIR, Walk
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # Set by the kernel on copy-up (when the lower fs can make file handles): "this came from a
@@ -36,9 +41,6 @@ ORIGIN_XATTR = "trusted.overlay.origin"
 # (minictr run --userns): user.* xattrs, which need no root on the host.
 USER_OPAQUE_XATTR = "user.overlay.opaque"
 USER_ORIGIN_XATTR = "user.overlay.origin"
-# getxattr(2) errors that mean "no such xattr here": not there, not allowed (trusted.* needs
-# CAP_SYS_ADMIN), or a filesystem without xattrs. ENOTSUP == EOPNOTSUPP on Linux.
-_NO_XATTR = frozenset({errno.ENODATA, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
 _CHUNK = 1 << 16
 
 _FTYPES = {
@@ -52,8 +54,10 @@ _FTYPES = {
 }
 _NOUNS = {"dir": "directory", "chardev": "char device", "blockdev": "block device"}
 
-# The entry a lower layer has at a path: where it is and its lstat.
-_Lower = tuple[Path, os.stat_result]
+# The entry a lower layer has at a path: its directory's fd, its name there and its lstat.
+_Lower = tuple[int, str, os.stat_result]
+# An upper entry: its directory's fd and its name there.
+_At = tuple[int, str]
 
 
 class Change(NamedTuple):
@@ -73,8 +77,7 @@ def scan(upper: Path, lowers: Sequence[Path]) -> list[Change]:
 
     Shell: find UPPER -mindepth 1    (then, per entry, the lstat/getxattr done below)
     """
-    changes = _scan_dir(Path(upper), "/", [Path(p) for p in lowers], frozenset())
-    return sorted(changes, key=lambda c: c.path)
+    return sorted(_walk(Path(upper), lowers), key=lambda c: c.path)
 
 
 def docker_lines(changes: Sequence[Change]) -> list[str]:
@@ -92,8 +95,12 @@ def docker_lines(changes: Sequence[Change]) -> list[str]:
     for path in hidden_paths:
         kinds.setdefault(path, "D")
     for path in list(kinds):
-        for parent in _parents(path):
-            kinds.setdefault(parent, "C")  # a parent of a change is a copied-up dir in upper
+        # A parent of a change is a copied-up dir in upper. Up only to one already known:
+        # a tree 5000 deep has 5000 parents for each path.
+        parent = path.rpartition("/")[0]
+        while parent and parent not in kinds:
+            kinds[parent] = "C"
+            parent = parent.rpartition("/")[0]
     kinds.pop("/", None)
     return [f"{kinds[p]} {p}" for p in sorted(kinds)]
 
@@ -103,18 +110,22 @@ def tree_bytes(root: Path) -> int:
 
     Shell: du -s --apparent-size --bytes ROOT    (which also counts directories)
     """
-    total, seen, todo = 0, set(), [os.fspath(root)]
-    while todo:
-        with os.scandir(todo.pop()) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
+    total, seen = 0, set()
+    top = os.open(root, OPEN_DIR)
+    try:
+        with Walk(top, f"measure {root}") as w:
+            for entry in w:
+                st = entry.st
                 if stat.S_ISDIR(st.st_mode):
-                    todo.append(entry.path)
+                    if (fd := w.open_dir()) is not None:
+                        w.enter(fd)
                 elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                     if st.st_nlink > 1 and (st.st_dev, st.st_ino) in seen:
                         continue
                     seen.add((st.st_dev, st.st_ino))
                     total += st.st_size
+    finally:
+        os.close(top)
     return total
 
 
@@ -140,18 +151,18 @@ def _join(parent: str, name: str) -> str:
     return f"{parent.rstrip('/')}/{name}"
 
 
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[1:-1]
-    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
 def _xattr(path: str | Path, name: str) -> bytes | None:
     try:
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError as e:
-        if e.errno in _NO_XATTR:
+        if e.errno in NO_XATTR:
             return None
         raise
+
+
+def is_opaque_fd(fd: int) -> bool:
+    """is_opaque, for an open directory."""
+    return b"y" in (walk.fd_xattr(fd, OPAQUE_XATTR), walk.fd_xattr(fd, USER_OPAQUE_XATTR))
 
 
 def ftype_of(mode: int) -> str:
@@ -163,78 +174,93 @@ def noun(ftype: str) -> str:
 
 
 # --- walking the upperdir beside the lower layers ---------------------------------------
+#
+# The upper is walked by minictr.walk (by fd: the container may change it meanwhile), with a
+# column for each lower layer: the directory at the same path in that layer, while the
+# merged view still shows it (top-most first; None where a layer has none).
 
 
-def _scan_dir(
-    upper_dir: Path, path: str, lower_dirs: list[Path], hidden: frozenset[str]
-) -> list[Change]:
-    """The changes below one upper directory.
+def _walk(upper: Path, lowers: Sequence[Path]) -> Iterator[Change]:
+    top = os.open(upper, OPEN_DIR)
+    try:
+        columns = []
+        for lower in lowers:  # the store's, not the container's
+            columns.append(os.open(lower, OPEN_DIR))
+        with Walk(top, "diff", columns=columns) as w:
+            for entry in w:
+                try:
+                    changes = list(_scan_entry(w, entry, len(lowers)))
+                except OSError as e:
+                    if e.errno not in walk.CHANGED:
+                        raise
+                    continue  # a running container removed or replaced it meanwhile
+                yield from changes
+    finally:
+        os.close(top)
 
-    ``lower_dirs`` are the directories at ``path`` in the lower layers that the merged view
-    still shows (top-most first); ``hidden`` the names an opaque ``upper_dir`` hides.
-    """
-    changes: list[Change] = []
-    with os.scandir(upper_dir) as entries:
-        for entry in entries:
-            here = _join(path, entry.name)
-            changes += _scan_entry(entry, here, lower_dirs, entry.name in hidden)
-    return changes
 
-
-def _scan_entry(
-    entry: os.DirEntry[str], path: str, lower_dirs: list[Path], replaces_hidden: bool
-) -> list[Change]:
-    st = entry.stat(follow_symlinks=False)
+def _scan_entry(w: Walk, entry: walk.Entry, n_lowers: int) -> Iterator[Change]:
+    st, here = entry.st, w.dir_fd()
+    assert here is not None
+    lower_dirs = [(c, fd) for c in range(1, n_lowers + 1) if (fd := w.dir_fd(c)) is not None]
     lower = _find_lower(lower_dirs, entry.name)
+    replaces_hidden = entry.name in (w.data or ())
     if is_whiteout(st):
-        return [_deleted(path, lower)]
+        yield _deleted(entry.path, lower)
+        return
     if not stat.S_ISDIR(st.st_mode):
-        return [_non_dir(Path(entry.path), path, st, lower, replaces_hidden)]
-    opaque = is_opaque(entry.path)
+        yield _non_dir(here, entry.name, entry.path, st, lower, replaces_hidden)
+        return
+    fd = w.open_dir()
+    if fd is None:  # no longer a directory: the container changed it since it was listed
+        yield _dir(entry.path, st, lower, False, (), False, replaces_hidden)
+        return
+    opaque = is_opaque_fd(fd)
     dirs_below = _lower_dirs_below(lower_dirs, entry.name)
     # An opaque directory ends the lookup: nothing below it comes from a lower layer.
-    hidden = _visible_names(dirs_below) if opaque else ()
-    below = [] if opaque else dirs_below
-    children = _scan_dir(Path(entry.path), path, below, frozenset(hidden))
-    this = _dir(path, st, lower, opaque, hidden, bool(children), replaces_hidden)
-    return [this, *children]
+    hidden = _visible_names([d for _, d in dirs_below]) if opaque else ()
+    if opaque:
+        for _, d in dirs_below:
+            os.close(d)
+        dirs_below = []
+    columns: list[int | None] = [None] * n_lowers
+    for c, d in dirs_below:
+        columns[c - 1] = d
+    has_entries = w.enter(fd, columns, data=frozenset(hidden)) > 0
+    yield _dir(entry.path, st, lower, opaque, hidden, has_entries, replaces_hidden)
 
 
-def _find_lower(lower_dirs: list[Path], name: str) -> _Lower | None:
+def _find_lower(lower_dirs: list[tuple[int, int]], name: str) -> _Lower | None:
     """The entry the merged view would show from the lower layers: the top-most one.
 
     A whiteout in a higher layer hides the name in all layers under it.
     """
-    for d in lower_dirs:
-        try:
-            st = os.lstat(d / name)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        return None if is_whiteout(st) else (d / name, st)
+    for _, d in lower_dirs:
+        st = walk.lstat(d, name)
+        if st is not None:
+            return None if is_whiteout(st) else (d, name, st)
     return None
 
 
-def _lower_dirs_below(lower_dirs: list[Path], name: str) -> list[Path]:
-    """The lower directories merged at ``name``, stopping where a layer hides the rest.
-
-    A non-directory (or a whiteout) hides every layer under it; so does an opaque directory,
-    after its own entries.
-    """
-    dirs: list[Path] = []
-    for d in lower_dirs:
-        try:
-            st = os.lstat(d / name)
-        except (FileNotFoundError, NotADirectoryError):
+def _lower_dirs_below(lower_dirs: list[tuple[int, int]], name: str) -> list[tuple[int, int]]:
+    """The lower directories merged at ``name`` (opened), stopping where a layer hides the
+    rest. A non-directory (or a whiteout) hides every layer under it; so does an opaque
+    directory, after its own entries."""
+    dirs: list[tuple[int, int]] = []
+    for column, d in lower_dirs:
+        st = walk.lstat(d, name)
+        if st is None:
             continue
-        if not stat.S_ISDIR(st.st_mode):
+        fd = walk.open_dir(d, name) if stat.S_ISDIR(st.st_mode) else None
+        if fd is None:
             break
-        dirs.append(d / name)
-        if is_opaque(d / name):
+        dirs.append((column, fd))
+        if is_opaque_fd(fd):
             break
     return dirs
 
 
-def _visible_names(dirs: list[Path]) -> tuple[str, ...]:
+def _visible_names(dirs: list[int]) -> tuple[str, ...]:
     """The names a merged listing of ``dirs`` (top-most first) would show.
 
     Shell: ls -A LOWER/DIR    (for one layer)
@@ -242,12 +268,11 @@ def _visible_names(dirs: list[Path]) -> tuple[str, ...]:
     seen: set[str] = set()
     visible: list[str] = []
     for d in dirs:
-        with os.scandir(d) as entries:
-            for entry in entries:
-                if entry.name not in seen:
-                    seen.add(entry.name)
-                    if not is_whiteout(entry.stat(follow_symlinks=False)):
-                        visible.append(entry.name)
+        for name, st in walk.listing(d):
+            if name not in seen:
+                seen.add(name)
+                if not is_whiteout(st):
+                    visible.append(name)
     return tuple(sorted(visible))
 
 
@@ -259,26 +284,25 @@ def _deleted(path: str, lower: _Lower | None) -> Change:
         # Overlay only makes whiteouts over something; a hand-made upper may have others.
         reason = "whiteout (char 0:0), but no image layer has this path"
         return Change(path, "D", "chardev", 0, False, reason)
-    ftype = ftype_of(lower[1].st_mode)
+    ftype = ftype_of(lower[2].st_mode)
     reason = f"whiteout (char 0:0) hides the image's {noun(ftype)}"
     if ftype == "dir":
         reason += " and all below it"
     return Change(path, "D", ftype, 0, False, reason)
 
 
-def _non_dir(
-    upper_path: Path, path: str, st: os.stat_result, lower: _Lower | None, replaces_hidden: bool
-) -> Change:
+def _non_dir(dir_fd: int, name: str, path: str, st: os.stat_result, lower: _Lower | None,
+             replaces_hidden: bool) -> Change:
     ftype = ftype_of(st.st_mode)
     size = st.st_size if ftype in ("file", "symlink") else 0
     if lower is not None:
-        return Change(path, "C", ftype, size, False, _changed(upper_path, st, *lower))
+        return Change(path, "C", ftype, size, False, _changed((dir_fd, name), st, lower))
     if replaces_hidden:
         reason = f"new {noun(ftype)}; the image's one stays hidden by the opaque dir"
-    elif any(_xattr(upper_path, x) is not None for x in (ORIGIN_XATTR, USER_ORIGIN_XATTR)):
+    elif any(walk.xattr(dir_fd, name, x) is not None for x in (ORIGIN_XATTR, USER_ORIGIN_XATTR)):
         reason = f"new name for an image {noun(ftype)}: copied up, then moved or linked"
     else:
-        reason = f"new {_describe(upper_path, st)}"
+        reason = f"new {_describe((dir_fd, name), st)}"
     return Change(path, "A", ftype, size, False, reason)
 
 
@@ -296,7 +320,7 @@ def _dir(
         if replaces_hidden:
             reason += "; the image's one stays hidden by the opaque dir"
         return Change(path, "A", "dir", 0, opaque, reason)
-    lower_st = lower[1]
+    lower_st = lower[2]
     owner = _metadata(lower_st, st, with_mtime=False)
     if not stat.S_ISDIR(lower_st.st_mode):
         reason = _type_changed(lower_st, st)
@@ -320,13 +344,12 @@ def _opaque(hidden: tuple[str, ...]) -> str:
     )
 
 
-def _changed(
-    upper_path: Path, st: os.stat_result, lower_path: Path, lower_st: os.stat_result
-) -> str:
+def _changed(upper: _At, st: os.stat_result, lower: _Lower) -> str:
     """Why a non-directory the image has is in upper: what differs from the image's one."""
+    lower_st = lower[2]
     if ftype_of(st.st_mode) != ftype_of(lower_st.st_mode):
         return _type_changed(lower_st, st)
-    content = _content_change(upper_path, st, lower_path, lower_st)
+    content = _content_change(upper, st, lower)
     if content:
         # Writing always moves mtime: name only the metadata a write does not explain.
         return _copied_up([content, *_metadata(lower_st, st, with_mtime=False)])
@@ -345,14 +368,16 @@ def _type_changed(lower_st: os.stat_result, st: os.stat_result) -> str:
     return f"type changed: the image's {old} is now a {new}"
 
 
-def _content_change(a: Path, st: os.stat_result, b: Path, lower_st: os.stat_result) -> str | None:
+def _content_change(upper: _At, st: os.stat_result, lower: _Lower) -> str | None:
     """What changed in the content of two entries of the same type, or None."""
+    lower_st = lower[2]
     if stat.S_ISREG(st.st_mode):
         if lower_st.st_size != st.st_size:
             return f"content changed ({lower_st.st_size} → {st.st_size} bytes)"
-        return None if _same_bytes(a, b) else "content changed (same size)"
+        same = _same_bytes((*upper, st), lower)
+        return None if same else "content changed (same size)"
     if stat.S_ISLNK(st.st_mode):
-        old, new = os.readlink(b), os.readlink(a)
+        old, new = walk.readlink(lower[0], lower[1]), walk.readlink(*upper)
         return None if old == new else f"target changed: {old} → {new}"
     if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         old, new = _devno(lower_st), _devno(st)
@@ -360,9 +385,9 @@ def _content_change(a: Path, st: os.stat_result, b: Path, lower_st: os.stat_resu
     return None  # a fifo or a socket has no content
 
 
-def _same_bytes(a: Path, b: Path) -> bool:
+def _same_bytes(a: _Lower, b: _Lower) -> bool:
     """Compare two files of equal size, a chunk at a time.  Shell: cmp -s A B"""
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    with open(walk.open_regular(*a), "rb") as fa, open(walk.open_regular(*b), "rb") as fb:
         while True:
             chunk = fa.read(_CHUNK)
             if chunk != fb.read(_CHUNK):
@@ -385,11 +410,11 @@ def _metadata(old: os.stat_result, new: os.stat_result, *, with_mtime: bool = Tr
     return parts
 
 
-def _describe(upper_path: Path, st: os.stat_result) -> str:
+def _describe(upper: _At, st: os.stat_result) -> str:
     """'file', 'symlink to hosts', 'char device 1:3', ..."""
     ftype = ftype_of(st.st_mode)
     if ftype == "symlink":
-        return f"symlink to {os.readlink(upper_path)}"
+        return f"symlink to {walk.readlink(*upper)}"
     if ftype in ("chardev", "blockdev"):
         return f"{noun(ftype)} {_devno(st)}"
     return noun(ftype)

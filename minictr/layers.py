@@ -44,7 +44,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
 
-from minictr.diff import Change, ftype_of, is_opaque, is_whiteout, noun, scan
+from minictr import walk
+from minictr.diff import Change, ftype_of, is_opaque_fd, is_whiteout, noun, scan
 from minictr.errors import StepError
 from minictr.report import escaped
 
@@ -68,11 +69,16 @@ _LABEL_MAX = 40  # a longer name pushes only its own line's columns right
 _SGR = {"upper": "32", "deleted": "31;9", "hidden": "35;9", "opaque": "35", "gone": "31",
         "run": "2"}
 
-# One directory of the merged view: (layer, its directory on the host) for each layer that
-# takes part, top-most first.
-_Stack = list[tuple[int, Path]]
-# One layer's entry at a name: (layer, its path on the host, its lstat).
-_Hit = tuple[int, Path, os.stat_result]
+# Below the shown directory, the tree is drawn this many levels deep; a directory deeper
+# than that is drawn, with a note, and not its entries (a container may nest 100 000).
+MAX_DEPTH = 32
+
+# One directory of the merged view: (layer, an fd on its directory there) for each layer that
+# takes part, top-most first. Every layer is read by fd (minictr.walk): the upper is the
+# container's, and a symlink it swaps in for a directory must not lead to the host.
+_Stack = list[tuple[int, int]]
+# One layer's entry at a name: (layer, the fd of the directory holding it, its lstat).
+_Hit = tuple[int, int, os.stat_result]
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Entry:
     opaque: bool = False
     note: str = ""  # why it is there, for entries that a layer above changes
     children: tuple[Entry, ...] = ()  # a visible directory's entries, and those it hides
+    cut: bool = False  # a directory MAX_DEPTH below the shown one: its entries not drawn
 
     @property
     def name(self) -> str:
@@ -97,9 +104,11 @@ class Entry:
 
     def walk(self) -> Iterator[Entry]:
         """This entry and every entry below it, depth first, by name."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        todo = [self]
+        while todo:
+            entry = todo.pop()
+            yield entry
+            todo += reversed(entry.children)
 
 
 # What a lookup finds: the entry, the stack merged below it, the stack its opacity hides.
@@ -138,20 +147,25 @@ def merged_view(upper: Path, lowers: Sequence[Path], path: str = "/") -> Entry:
     """
     path, lowers = normalise(path), [Path(p) for p in lowers]
     view = _View(lowers, {c.path: c for c in scan(upper, lowers)})
-    merged: _Stack = [(UPPER, Path(upper)), *((i, p) for i, p in enumerate(lowers, 1))]
-    hidden: _Stack = []
-    here = Entry("/", "dir", VISIBLE, tuple(layer for layer, _ in merged))
-    for name in (p for p in path.split("/") if p):
-        if here.ftype != "dir":
-            raise StepError(STEP, f"{here.path} is a {noun(here.ftype)}, not a directory",
-                            hint=f"see it with --path {here.path}")
-        found = view.lookup(here.path, name, merged)
-        if found is None or found[0].state != VISIBLE:
-            raise StepError(STEP, f"{_join(here.path, name)} is not in the merged view "
-                            f"({view.why_not(here, name, found, hidden)})",
-                            hint=f"see what is there: --path {here.path}")
-        here, merged, hidden = found
-    return view.with_children(here, merged, hidden)
+    try:
+        merged: _Stack = [(layer, view.open_top(p))
+                          for layer, p in enumerate([Path(upper), *lowers])]
+        hidden: _Stack = []
+        here = Entry("/", "dir", VISIBLE, tuple(layer for layer, _ in merged))
+        for name in (p for p in path.split("/") if p):
+            if here.ftype != "dir":
+                raise StepError(STEP, f"{here.path} is a {noun(here.ftype)}, not a directory",
+                                hint=f"see it with --path {here.path}")
+            found = view.lookup(here.path, name, merged)
+            if found is None or found[0].state != VISIBLE:
+                raise StepError(STEP, f"{_join(here.path, name)} is not in the merged view "
+                                f"({view.why_not(here, name, found, hidden)})",
+                                hint=f"see what is there: --path {here.path}")
+            view.close(merged + hidden)  # down one level: the one above is not needed again
+            here, merged, hidden = found
+        return view.with_children(here, merged, hidden, MAX_DEPTH)
+    finally:
+        view.close_all()
 
 
 def render(upper: Path, lowers: list[Path], path: str, *, color: bool) -> str:
@@ -187,6 +201,29 @@ class _View:
     def __init__(self, lowers: list[Path], changes: dict[str, Change]) -> None:
         self.lowers = lowers
         self.changes = changes
+        self.fds: set[int] = set()  # open now; closed as soon as not needed, all at the end
+
+    def open_top(self, path: Path) -> int:
+        fd = os.open(path, walk.OPEN_DIR)
+        self.fds.add(fd)
+        return fd
+
+    def open_dir(self, parent: int, name: str) -> int | None:
+        fd = walk.open_dir(parent, name)
+        if fd is not None:
+            self.fds.add(fd)
+        return fd
+
+    def close(self, stack: _Stack) -> None:
+        for _, fd in stack:
+            if fd in self.fds:
+                self.fds.discard(fd)
+                os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
 
     def lookup(self, parent: str, name: str, stack: _Stack) -> _Found | None:
         """What the merged view has at ``name`` in the directory ``stack``, or None.
@@ -198,10 +235,8 @@ class _View:
         path = _join(parent, name)
         hits: list[_Hit] = []
         for layer, d in stack:
-            try:
-                hits.append((layer, d / name, os.lstat(d / name)))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
+            if (hit_st := walk.lstat(d, name)) is not None:
+                hits.append((layer, d, hit_st))
         if not hits:
             return None
         layer, real, st = hits[0]
@@ -212,50 +247,64 @@ class _View:
             return self._deleted(path, layer, under), [], []
         if not stat.S_ISDIR(st.st_mode):  # a non-directory ends the lookup too
             ftype = ftype_of(st.st_mode)
-            target = os.readlink(real) if ftype == "symlink" else None
+            target = walk.readlink(real, name) if ftype == "symlink" else None
             note = self._note(path, layer, under)
             return Entry(path, ftype, VISIBLE, (layer,), target=target, note=note), [], []
         merged: _Stack = []
         hidden: _Stack = []
-        for hit_layer, hit_real, hit_st in hits:
-            if not stat.S_ISDIR(hit_st.st_mode):
+        for hit_layer, hit_dir, hit_st in hits:
+            fd = self.open_dir(hit_dir, name) if stat.S_ISDIR(hit_st.st_mode) else None
+            if fd is None:
                 break  # a file or a whiteout under a directory hides everything below it
-            opaque_above = bool(merged) and is_opaque(merged[-1][1])
-            (hidden if hidden or opaque_above else merged).append((hit_layer, hit_real))
-        opaque = is_opaque(real)
+            opaque_above = bool(merged) and is_opaque_fd(merged[-1][1])
+            (hidden if hidden or opaque_above else merged).append((hit_layer, fd))
+        if not merged:  # the upper's directory became a file since it was listed
+            self.close(hidden)
+            return None
+        opaque = is_opaque_fd(merged[0][1])
         if under is not None and stat.S_ISDIR(under[2].st_mode):
             under = None  # merged with it, or hidden by opacity: not replaced
         note = self._note(path, layer, under, opaque=opaque and bool(hidden))
         layers = tuple(hit_layer for hit_layer, _ in merged)
         return Entry(path, "dir", VISIBLE, layers, opaque=opaque, note=note), merged, hidden
 
-    def with_children(self, entry: Entry, merged: _Stack, hidden: _Stack) -> Entry:
-        """``entry`` with its subtree: the merged listing of ``merged``, then what it hides.
+    def with_children(self, entry: Entry, merged: _Stack, hidden: _Stack, depth: int) -> Entry:
+        """``entry`` with its subtree, ``depth`` levels deep: the merged listing of
+        ``merged``, then what it hides. Closes the fds of both stacks.
 
         Shell: ls -A UPPER/DIR LOWER/DIR | sort -u    (minus whiteouts and what they hide)
         """
-        if entry.ftype != "dir" or entry.state != VISIBLE:
-            return entry
-        names = {n for _, d in merged for n in os.listdir(d)}
-        children = []
-        for name in sorted(names):
-            found = self.lookup(entry.path, name, merged)
-            if found is not None:
-                children.append(self.with_children(*found))
-        # What the layers under an opaque directory have there: in no listing, so shown
-        # apart. Not looked into further: one level says enough.
-        for name in sorted({n for _, d in hidden for n in os.listdir(d)} - names):
-            found = self.lookup(entry.path, name, hidden)
-            if found is not None and found[0].state == VISIBLE:
-                children.append(self._hidden(found[0], by=merged[-1][0]))
-        children.sort(key=lambda e: e.name)
-        return replace(entry, children=tuple(children))
+        try:
+            if entry.ftype != "dir" or entry.state != VISIBLE:
+                return entry
+            if depth == 0:
+                return replace(entry, cut=True)
+            names = {n for _, d in merged for n, _ in walk.listing(d)}
+            children = []
+            for name in sorted(names):
+                found = self.lookup(entry.path, name, merged)
+                if found is not None:
+                    children.append(self.with_children(*found, depth - 1))
+            # What the layers under an opaque directory have there: in no listing, so shown
+            # apart. Not looked into further: one level says enough.
+            for name in sorted({n for _, d in hidden for n, _ in walk.listing(d)} - names):
+                found = self.lookup(entry.path, name, hidden)
+                if found is not None:
+                    self.close(found[1] + found[2])
+                    if found[0].state == VISIBLE:
+                        children.append(self._hidden(found[0], by=merged[-1][0]))
+            children.sort(key=lambda e: e.name)
+            return replace(entry, children=tuple(children))
+        finally:
+            self.close(merged + hidden)
 
     def why_not(self, parent: Entry, name: str, found: _Found | None, hidden: _Stack) -> str:
         """Why ``name`` is not in the merged listing of ``parent``, for an error message."""
         if found is not None:
             return found[0].note
         below = self.lookup(parent.path, name, hidden) if hidden else None
+        if below is not None:
+            self.close(below[1] + below[2])
         if below is not None and below[0].state == VISIBLE:
             return f"{parent.path} is opaque and hides {self._whose(below[0].layers[0])} one"
         return f"no layer has {name} in {parent.path}"
@@ -271,7 +320,7 @@ class _View:
         note = f"deleted: a whiteout in {self._name(by)} hides {self._whose(layer)} {noun(ftype)}"
         if ftype == "dir":
             note += " and all below it"
-        target = os.readlink(real) if ftype == "symlink" else None
+        target = walk.readlink(real, path.rsplit("/", 1)[-1]) if ftype == "symlink" else None
         return Entry(path, ftype, DELETED, (layer,), by=by, target=target, note=note)
 
     def _hidden(self, entry: Entry, by: int) -> Entry:
@@ -364,7 +413,11 @@ def _row(e: Entry, branch: str, name: str, tags: list[str]) -> _Row:
         layer = "✗ " + "+".join(tags[i] for i in e.layers) if e.layers else "✗"
         return _Row(branch, name, layer.rstrip(), escaped(e.note), e.state)
     style = "opaque" if e.opaque else "upper" if e.layers[0] == UPPER else ""
-    return _Row(branch, name, "+".join(tags[i] for i in e.layers), escaped(e.note), style)
+    note = escaped(e.note)
+    if e.cut:
+        note = (note + " · " if note else "") + (f"{MAX_DEPTH} levels down: what is below "
+                                                 f"is not drawn (--path {escaped(e.path)})")
+    return _Row(branch, name, "+".join(tags[i] for i in e.layers), note, style)
 
 
 def _run_row(run: list[Entry], branch: str, parent: str, tags: list[str], *, hint: bool) -> _Row:

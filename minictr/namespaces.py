@@ -13,10 +13,12 @@ Shell: unshare --mount --uts --ipc --pid --net --cgroup --fork COMMAND
 They talk over one SOCK_SEQPACKET socket pair, one JSON message per packet:
 runtime→shim "go"; shim→runtime {"pid": init's pid on the host}; runtime→init {"ready": true};
 init→runtime {"error": ...}
-if a step fails, {"pty": ...} with the terminal's fd attached, {"exec": true} just before the
-exec. The init's end is close-on-exec, so when the runtime reads end-of-file after "exec" the
-command has been executed: that is how it knows that the start succeeded (an end-of-file
-before it is an init that died: killed, out of memory).
+if a step fails, {"mounted": {"masked": [...], "read_only": [...]}} (the paths the security
+step really mounted over: the security line counts them), {"pty": ...} with the terminal's fd
+attached, {"exec": true} just before the exec. The init's end is close-on-exec, so when the
+runtime reads end-of-file after "exec" the command has been executed: that is how it knows
+that the start succeeded (an end-of-file before it is an init that died: killed, out of
+memory).
 """
 
 from __future__ import annotations

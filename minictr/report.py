@@ -27,6 +27,7 @@ from minictr.diff import Change, docker_lines
 
 # SGR colours, see console_codes(4): A green, C yellow, D red, opaque magenta.
 _SGR = {"A": "32", "C": "33", "D": "31", "O": "35"}
+MAX_DEPTH = 32  # levels of the tree drawn; a deeper entry is counted, not drawn
 _LABEL_MAX = 40  # a longer name pushes only its own line's columns right
 _HIDDEN_REASON = "hidden by the opaque dir above: no whiteout needed"
 
@@ -128,8 +129,11 @@ class _Row(NamedTuple):
 
 def _build_tree(changes: Sequence[Change]) -> _Node:
     root = _Node("")
+    nodes = {"": root}  # by path: a parent is found at once, however deep
     for change in changes:
-        node = _node_at(root, change.path)
+        parent, _, name = change.path.rpartition("/")
+        above = nodes.get(parent) or _node_at(root, parent)
+        node = nodes[change.path] = above.children.setdefault(name, _Node(name))
         node.change = change
         for name in change.hidden:
             node.children.setdefault(name, _Node(name)).hidden = True
@@ -139,13 +143,15 @@ def _build_tree(changes: Sequence[Change]) -> _Node:
 def _node_at(root: _Node, path: str) -> _Node:
     node = root
     for name in path.strip("/").split("/"):
-        node = node.children.setdefault(name, _Node(name))
+        if name:
+            node = node.children.setdefault(name, _Node(name))
     return node
 
 
 def _rows(node: _Node, indent: str) -> Iterator[_Row]:
-    """Depth first, by name, with the connectors ``tree`` draws. Iterative, with a stack of
-    the directories still to finish: a container can make a tree thousands deep."""
+    """Depth first, by name, with the connectors ``tree`` draws, MAX_DEPTH levels deep.
+    Iterative, with a stack of the directories still to finish: a container can make a tree
+    thousands deep."""
     todo = [(indent, iter(_sorted_kids(node)))]
     while todo:
         indent, kids = todo[-1]
@@ -155,7 +161,22 @@ def _rows(node: _Node, indent: str) -> Iterator[_Row]:
             continue
         node, last = kid
         yield _row(node, indent + ("└── " if last else "├── "))
-        todo.append((indent + ("    " if last else "│   "), iter(_sorted_kids(node))))
+        below = indent + ("    " if last else "│   ")
+        if len(todo) < MAX_DEPTH:
+            todo.append((below, iter(_sorted_kids(node))))
+        elif node.children:
+            n = _count_below(node)
+            yield _Row(below + "└── ", f"… {n} {_plural(n)}", "", "",
+                       f"{MAX_DEPTH} levels down, not drawn: minictr diff lists them all", "")
+
+
+def _count_below(node: _Node) -> int:
+    n, todo = 0, [node]
+    while todo:
+        kids = todo.pop().children.values()
+        n += len(kids)
+        todo += kids
+    return n
 
 
 def _sorted_kids(node: _Node) -> list[tuple[_Node, bool]]:

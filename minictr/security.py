@@ -100,20 +100,41 @@ READ_ONLY_PATHS = (
 _KEPT_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
+class Mounted(NamedTuple):
+    """What the init did of a policy's paths, as it told the runtime: those it mounted over,
+    and those this kernel does not have (nothing to hide there, nothing was mounted)."""
+
+    masked: tuple[str, ...]
+    masked_absent: tuple[str, ...]
+    read_only: tuple[str, ...]
+    read_only_absent: tuple[str, ...]
+
+
 class Policy(NamedTuple):
     """What one container is allowed: the capabilities it keeps, the paths hidden from it."""
 
     kept: tuple[str, ...]  # capabilities in its bounding set, by number
     dropped: tuple[str, ...]  # the others this kernel has
-    masked: tuple[str, ...]  # paths hidden
-    read_only: tuple[str, ...]  # paths read-only
+    masked: tuple[str, ...]  # paths to hide, whether this kernel has them or not
+    read_only: tuple[str, ...]  # paths to make read-only, likewise
     sys_read_only: bool  # /sys mounted read-only
     privileged: bool  # --privileged
     userns: IdMap | None = None  # --userns
     no_new_privs: bool = True
+    mounted: Mounted | None = None  # what the init did of masked and read_only; None until then
+
+    def with_mounted(self, masked: Sequence[str], read_only: Sequence[str]) -> Policy:
+        """The policy, with what the init reports it mounted (its message {"mounted": ...}).
+        Of the paths asked for, those it did not mount are those this kernel lacks: a mount
+        that fails stops the start instead. A name not asked for is ignored."""
+        return self._replace(mounted=Mounted(
+            tuple(p for p in self.masked if p in masked),
+            tuple(p for p in self.masked if p not in masked),
+            tuple(p for p in self.read_only if p in read_only),
+            tuple(p for p in self.read_only if p not in read_only)))
 
     def summary(self) -> str:
-        """One line for the run's report."""
+        """One line for the run's report: what was done, not what was asked."""
         if self.privileged:
             line = (f"--privileged: all {len(self.kept)} capabilities minictr has, nothing "
                     "masked or read-only (still no_new_privs, and only the safe devices, "
@@ -123,18 +144,34 @@ class Policy(NamedTuple):
             named += [c for c in self.dropped if c not in NOTABLE]
             shown = ", ".join(named[:4]) + (", ..." if len(named) > 4 else "")
             dropped = f"dropped {len(self.dropped)}: {shown}" if self.dropped else "none dropped"
-            line = (f"{len(self.kept)} capabilities kept ({dropped}), no_new_privs, "
-                    f"{len(self.masked)} paths masked, {len(self.read_only)} read-only")
+            line = f"{len(self.kept)} capabilities kept ({dropped}), no_new_privs, "
+            if (m := self.mounted) is None:  # the init has not said yet
+                line += (f"{len(self.masked)} paths to mask, {len(self.read_only)} to make "
+                         "read-only (not mounted yet)")
+            else:
+                plural = "" if len(m.masked) == 1 else "s"
+                line += (f"{len(m.masked)} path{plural} masked"
+                         + (f" ({len(m.masked_absent)} absent on this kernel)"
+                            if m.masked_absent else "")
+                         + f", {len(m.read_only)} read-only"
+                         + (f" ({len(m.read_only_absent)} absent)" if m.read_only_absent
+                            else ""))
         if self.userns:
             line += (f"; root is host uid {self.userns.host} "
                      f"({self.userns.size} ids from there: --userns)")
         return line
 
     def as_dict(self) -> dict[str, object]:
-        """For state.json, and so `minictr inspect`."""
+        """For state.json, and so `minictr inspect`: the paths masked and made read-only are
+        those the init mounted, and the absent ones are apart (all null until it has said)."""
+        m = self.mounted
         return {"capabilities": {"kept": list(self.kept), "dropped": list(self.dropped)},
-                "no_new_privs": self.no_new_privs, "masked_paths": list(self.masked),
-                "read_only_paths": list(self.read_only), "sys_read_only": self.sys_read_only,
+                "no_new_privs": self.no_new_privs,
+                "masked_paths": None if m is None else list(m.masked),
+                "masked_paths_absent": None if m is None else list(m.masked_absent),
+                "read_only_paths": None if m is None else list(m.read_only),
+                "read_only_paths_absent": None if m is None else list(m.read_only_absent),
+                "sys_read_only": self.sys_read_only,
                 "privileged": self.privileged, "nodev": ["/", "/dev", "/dev/shm"],
                 "userns": None if self.userns is None else
                 {"uid_map": self.userns.line, "gid_map": self.userns.line}}
@@ -217,51 +254,55 @@ def bounding_set_hex(caps: Sequence[str]) -> str:
 # --- in the container's init, before pivot_root -------------------------------------------
 
 
-def mask_paths(merged: Path, paths: Sequence[str]) -> None:
+def mask_paths(merged: Path, paths: Sequence[str]) -> tuple[str, ...]:
     """Hide what a container must not read: /dev/null over a file, an empty read-only tmpfs
-    over a directory, as runc does. Paths this machine lacks are skipped.
+    over a directory, as runc does. Paths this machine lacks are skipped. Returns the paths
+    masked, for the init to report (the report's security line and inspect list only those).
     Shell: mount --bind /dev/null merged/proc/kcore
            mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=555 tmpfs merged/sys/firmware
     """
-    present = [p for p in paths if os.path.lexists(f"{merged}{p}")]
-    if not present:
-        return
-    lines = [f"mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=555 tmpfs {merged}{p}"
-             if os.path.isdir(f"{merged}{p}") else f"mount --bind /dev/null {merged}{p}"
-             for p in present]
-    with step("mask paths that show the host's kernel: /dev/null or an empty tmpfs over them",
-              "\n".join(lines)):
-        for p in present:
-            target = f"{merged}{p}"
-            if os.path.isdir(target):
-                libc.mount("tmpfs", target, "tmpfs",
-                           libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-                           "mode=555")
-            else:
-                libc.mount("/dev/null", target, None, libc.MS_BIND)
+    present = tuple(p for p in paths if os.path.lexists(f"{merged}{p}"))
+    if present:
+        lines = [f"mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=555 tmpfs {merged}{p}"
+                 if os.path.isdir(f"{merged}{p}") else f"mount --bind /dev/null {merged}{p}"
+                 for p in present]
+        with step("mask paths that show the host's kernel: /dev/null or an empty tmpfs over "
+                  "them", "\n".join(lines)):
+            for p in present:
+                target = f"{merged}{p}"
+                if os.path.isdir(target):
+                    libc.mount("tmpfs", target, "tmpfs",
+                               libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                               "mode=555")
+                else:
+                    libc.mount("/dev/null", target, None, libc.MS_BIND)
     if missing := [p for p in paths if p not in present]:
         note(f"not on this machine, nothing to mask: {' '.join(missing)}")
+    return present
 
 
-def make_read_only(merged: Path, paths: Sequence[str]) -> None:
+def make_read_only(merged: Path, paths: Sequence[str]) -> tuple[str, ...]:
     """Make kernel paths read-only: a bind mount of each onto itself, then a remount of that
     bind with MS_RDONLY. The remount keeps the nosuid, nodev and noexec the path has (from
-    statvfs): a remount that would clear a locked flag fails with EPERM.
+    statvfs): a remount that would clear a locked flag fails with EPERM. Paths this machine
+    lacks are skipped. Returns the paths made read-only, for the init to report.
     Shell: mount --bind P P && mount -o remount,bind,ro,nosuid,nodev,noexec P
     See: mount(2) "Creating a bind mount", "Remounting an existing mount"
     """
-    present = [p for p in paths if os.path.lexists(f"{merged}{p}")]
-    if not present:
-        return
-    lines = [f"mount --bind {merged}{p} {merged}{p} && "
-             f"mount -o remount,bind,ro,nosuid,nodev,noexec {merged}{p}" for p in present]
-    with step("make kernel paths read-only: /proc/sys and others", "\n".join(lines)):
-        for p in present:
-            target = f"{merged}{p}"
-            libc.mount(target, target, None, libc.MS_BIND | libc.MS_REC)
-            kept = os.statvfs(target).f_flag & _KEPT_FLAGS
-            libc.mount(target, target, None,
-                       libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept)
+    present = tuple(p for p in paths if os.path.lexists(f"{merged}{p}"))
+    if present:
+        lines = [f"mount --bind {merged}{p} {merged}{p} && "
+                 f"mount -o remount,bind,ro,nosuid,nodev,noexec {merged}{p}" for p in present]
+        with step("make kernel paths read-only: /proc/sys and others", "\n".join(lines)):
+            for p in present:
+                target = f"{merged}{p}"
+                libc.mount(target, target, None, libc.MS_BIND | libc.MS_REC)
+                kept = os.statvfs(target).f_flag & _KEPT_FLAGS
+                libc.mount(target, target, None,
+                           libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept)
+    if missing := [p for p in paths if p not in present]:
+        note(f"not on this machine, nothing to make read-only: {' '.join(missing)}")
+    return present
 
 
 # --- in the container's init, the last steps before exec ----------------------------------

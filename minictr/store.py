@@ -138,12 +138,14 @@ class Store:
 
     def find(self, name_or_id: str) -> ContainerDirs:
         """A container by name, by full id, or by a unique id prefix (as Docker allows)."""
-        if NAME_PATTERN.fullmatch(name_or_id):
+        # A full id is 64 hex digits, one more than a name may have: it is not a name.
+        is_id = re.fullmatch(r"[0-9a-f]{1,64}", name_or_id) is not None
+        if NAME_PATTERN.fullmatch(name_or_id) or is_id:
             link = self.names / name_or_id
-            if link.is_symlink():
+            if NAME_PATTERN.fullmatch(name_or_id) and link.is_symlink():
                 target = self.containers / os.readlink(link).rsplit("/", 1)[-1]
                 return self.dirs_at(target, name_or_id)
-            if re.fullmatch(r"[0-9a-f]+", name_or_id):
+            if is_id:
                 matches = [p for p in self.containers.iterdir() if p.name.startswith(name_or_id)]
                 if len(matches) == 1:
                     return self.dirs_at(matches[0])

@@ -70,10 +70,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from minictr.diff import OPAQUE_XATTR, is_opaque, is_whiteout
+from minictr import walk
+from minictr.diff import OPAQUE_XATTR, is_opaque_fd, is_whiteout
 from minictr.errors import StepError
 from minictr.explain import note, step
 from minictr.remove import remove_at
+from minictr.walk import Walk
 
 IMPORT = "import layer"
 EXPORT = "export layer"
@@ -84,6 +86,8 @@ CAPABILITY_XATTR = "security.capability"
 PAX_XATTR = "SCHILY.xattr."  # how GNU tar, Go's archive/tar and Docker put xattrs in PAX
 
 _CHUNK = 1 << 16
+_NEAR = 4  # open_dir looks for an opened directory this many levels up, then from the top
+_OPENED_MAX = 64  # directories open_dir keeps open
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -292,6 +296,10 @@ class _LayerDir:
         self.dirs: dict[str, tarfile.TarInfo] = {}  # their attributes are set last
         self.whiteouts: dict[str, tarfile.TarInfo] = {}  # path -> its .wh. marker
         self.opaque: dict[str, str] = {}  # path -> the member that made it opaque
+        # The directories opened last, by path: a tar lists a directory's entries together,
+        # so the next member's parent is one of them, and a tree 5000 deep is not walked
+        # from the top for each member. Each fd was opened one component at a time.
+        self.opened: dict[str, int] = {}
 
     def __enter__(self) -> _LayerDir:
         if os.listdir(self.fd):
@@ -301,6 +309,8 @@ class _LayerDir:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for fd in self.opened.values():
+            os.close(fd)
         os.close(self.fd)
 
     def count(self, **more: int) -> None:
@@ -360,6 +370,8 @@ class _LayerDir:
         def gone(p: str) -> bool:
             return p == path or p.startswith(path + "/")
 
+        for p in [p for p in self.opened if gone(p)]:
+            os.close(self.opened.pop(p))
         self.regular_files = {p for p in self.regular_files if not gone(p)}
         self.dirs = {p: m for p, m in self.dirs.items() if not gone(p)}
         self.whiteouts = {p: m for p, m in self.whiteouts.items() if not gone(p)}
@@ -422,9 +434,25 @@ class _LayerDir:
     def open_dir(self, parts: list[str], member: str) -> int:
         """An fd of DEST/PARTS, made like ``mkdir -p`` where missing; refused through a
         symlink or a non-directory. The caller closes it."""
-        fd = os.dup(self.fd)
+        path = near = "/".join(parts)
+        start, fd = 0, self.fd
+        for up in range(min(len(parts), _NEAR) + 1):  # PARTS, its parent, ... if opened
+            if up:
+                near = near.rpartition("/")[0]
+            if (cached := self.opened.get(near)) is not None:
+                start, fd = len(parts) - up, cached
+                break
+        fd = self._step_down_from(os.dup(fd), parts, start, member)
+        if len(self.opened) >= _OPENED_MAX:
+            os.close(self.opened.pop(next(iter(self.opened))))  # the oldest
+        if path and path not in self.opened:
+            self.opened[path] = os.dup(fd)
+        return fd
+
+    def _step_down_from(self, fd: int, parts: list[str], start: int, member: str) -> int:
         try:
-            for i, part in enumerate(parts):
+            for i in range(start, len(parts)):
+                part = parts[i]
                 path = "/".join(parts[: i + 1])
                 made = _lstat(fd, part) is None
                 fd = _step_down(fd, part, path, member)
@@ -449,13 +477,20 @@ class _LayerDir:
         for path, member in sorted(self.opaque.items()):
             with _os_errors(member):
                 self._make_opaque(path, member)
-        for path, member in sorted(self.dirs.items(), key=lambda d: -d[0].count("/")):
-            with _os_errors(member.name):
-                fd = self.open_dir(path.split("/"), member.name)
-                try:
+        for fd in self.opened.values():
+            os.close(fd)
+        self.opened.clear()
+
+        def set_attributes(path: str, fd: int) -> None:
+            if (member := self.dirs.get(path[1:])) is not None:
+                with _os_errors(member.name):
                     _set_attributes(fd, member)
-                finally:
-                    os.close(fd)
+
+        # Deepest first, each directory once all below it is done: a walk's way back up.
+        with Walk(self.fd, IMPORT, leave=set_attributes) as w:
+            for entry in w:
+                if stat.S_ISDIR(entry.st.st_mode) and (fd := w.open_dir()) is not None:
+                    w.enter(fd)
 
     def _whiteout(self, path: str, marker: tarfile.TarInfo) -> None:
         """``.wh.NAME`` becomes a char device 0:0 named NAME, with the marker's attributes.
@@ -481,19 +516,11 @@ class _LayerDir:
         """Shell: setfattr -n trusted.overlay.opaque -v y DIR     See: xattr(7)"""
         fd = self.open_dir(path.split("/") if path else [], member)
         try:
-            if not _has_opaque(fd):  # a marker and a .wh.DIR may both ask for it
+            if not is_opaque_fd(fd):  # a marker and a .wh.DIR may both ask for it
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
                 self.count(opaque_dirs=1)
         finally:
             os.close(fd)
-
-
-def _has_opaque(fd: int) -> bool:
-    """diff.is_opaque, for a directory already opened (it takes a path)."""
-    try:
-        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
-    except OSError:
-        return False
 
 
 # --- the rules for one member ------------------------------------------------------------
@@ -507,7 +534,9 @@ def _member_parts(member: tarfile.TarInfo) -> list[str]:
     """
     if member.name.startswith("/"):
         raise _refused(member, "an absolute name; a layer's names are relative to its root")
-    parts = [p for p in member.name.split("/") if p not in ("", ".")]
+    parts = member.name.split("/")
+    if "" in parts or "." in parts:  # (tested first: a name can be 5000 components long)
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise _refused(member, "a '..' in the name, which could reach outside the layer")
     return parts
@@ -518,7 +547,7 @@ def _marker_kind(member: tarfile.TarInfo, parts: list[str]) -> str:
 
     layer.md: a name starting with .wh. is always a marker, and a marker is an empty file.
     """
-    if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+    if ("/" + "/".join(parts[:-1])).find("/" + WHITEOUT_PREFIX) >= 0:
         raise _refused(member, "a path below a whiteout marker")
     base = parts[-1]
     if not base.startswith(WHITEOUT_PREFIX):
@@ -659,10 +688,32 @@ def write_layer(src: Path, out: IO[bytes]) -> str:
     """
     hashed = _HashingWriter(out)
     shell = f"tar -cf - --format=posix --sort=name --numeric-owner -C {src} ."
-    with step(EXPORT, shell), tarfile.open(fileobj=hashed, mode="w|",
-                                           format=tarfile.PAX_FORMAT) as tar:
-        _write_dir(tar, Path(src), "", {})
+    top = os.open(src, _OPEN_DIR)
+    try:
+        with step(EXPORT, shell), tarfile.open(fileobj=hashed, mode="w|",
+                                               format=tarfile.PAX_FORMAT) as tar, \
+                Walk(top, EXPORT, order=_tar_order) as w:
+            if is_opaque_fd(top):
+                tar.addfile(_marker_info(OPAQUE_MARKER))
+            links: _Links = {}
+            for entry in w:
+                try:
+                    _write_entry(tar, w, entry, links)
+                except OSError as e:
+                    if e.errno not in walk.CHANGED:
+                        raise
+                    # Removed or replaced since it was listed (a running container): left
+                    # out. Nothing was written for it: each header goes last.
+                    note(f"/{entry.path[1:]} changed while it was read: not in the layer")
+    finally:
+        os.close(top)
     return hashed.diff_id()
+
+
+def _tar_order(entry: tuple[str, os.stat_result]) -> tuple[bool, bytes]:
+    """Within a directory, whiteouts first, then the entries; each by the bytes of its name."""
+    name, st = entry
+    return not is_whiteout(st), os.fsencode(name)
 
 
 class _HashingWriter:
@@ -684,33 +735,30 @@ class _HashingWriter:
 _Links = dict[tuple[int, int], str]  # (st_dev, st_ino) of a regular file -> its first name
 
 
-def _write_dir(tar: tarfile.TarFile, directory: Path, prefix: str, links: _Links) -> None:
-    """The markers of one directory, then its entries, sorted by their bytes, depth first."""
-    if is_opaque(directory):
-        tar.addfile(_marker_info(prefix + OPAQUE_MARKER))
-    entries = sorted(os.scandir(directory), key=lambda e: os.fsencode(e.name))
-    stats = [(entry, entry.stat(follow_symlinks=False)) for entry in entries]
-    for entry, st in stats:
-        if is_whiteout(st):
-            tar.addfile(_marker_info(prefix + WHITEOUT_PREFIX + entry.name))
-    for entry, st in stats:
-        if not is_whiteout(st):
-            _write_entry(tar, Path(entry.path), prefix + entry.name, st, links)
-
-
-def _write_entry(tar: tarfile.TarFile, path: Path, name: str, st: os.stat_result,
-                 links: _Links) -> None:
-    if path.name.startswith(WHITEOUT_PREFIX):
+def _write_entry(tar: tarfile.TarFile, w: Walk, entry: walk.Entry, links: _Links) -> None:
+    """One entry; a directory's, and its opaque marker, before everything below it."""
+    name, st = entry.path[1:], entry.st
+    if is_whiteout(st):
+        tar.addfile(_marker_info(_parent_prefix(name) + WHITEOUT_PREFIX + entry.name))
+        return
+    if entry.name.startswith(WHITEOUT_PREFIX):
         raise StepError(EXPORT, f"{name!r}: a name starting with .wh. would read as a whiteout",
                         hint="rename it: OCI layers cannot hold such names (layer.md)")
     info = _tarinfo(name, st)
+    here = w.dir_fd()
+    assert here is not None
     if stat.S_ISDIR(st.st_mode):
+        fd = w.open_dir()
+        if fd is None:  # a running container made it a symlink since it was listed
+            raise OSError(errno.ENOTDIR, "not a directory any more", name)
         tar.addfile(info)
-        _write_dir(tar, path, name + "/", links)
+        w.enter(fd)
+        if is_opaque_fd(fd):  # trusted.* or, from a --userns container, user.*
+            tar.addfile(_marker_info(name + "/" + OPAQUE_MARKER))
     elif stat.S_ISREG(st.st_mode):
-        _write_file(tar, path, info, st, links)
+        _write_file(tar, (here, entry.name), info, st, links)
     elif stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        info.type, info.linkname = tarfile.SYMTYPE, walk.readlink(here, entry.name)
         tar.addfile(info)
     elif stat.S_ISFIFO(st.st_mode):
         info.type = tarfile.FIFOTYPE
@@ -723,8 +771,13 @@ def _write_entry(tar: tarfile.TarFile, path: Path, name: str, st: os.stat_result
                         hint="/dev is made at run time: delete it, then export again")
 
 
-def _write_file(tar: tarfile.TarFile, path: Path, info: tarfile.TarInfo, st: os.stat_result,
-                links: _Links) -> None:
+def _parent_prefix(name: str) -> str:
+    """"a/b/c" -> "a/b/", "c" -> ""."""
+    return name.rpartition("/")[0] + "/" if "/" in name else ""
+
+
+def _write_file(tar: tarfile.TarFile, at: tuple[int, str], info: tarfile.TarInfo,
+                st: os.stat_result, links: _Links) -> None:
     """A regular file's content, or a hard link to the name it was first written under.
 
     Only regular files: overlay shares one whiteout inode among many whiteouts, and those
@@ -735,11 +788,11 @@ def _write_file(tar: tarfile.TarFile, path: Path, info: tarfile.TarInfo, st: os.
         info.type, info.linkname = tarfile.LNKTYPE, first
         tar.addfile(info)
         return
-    if (capability := _capability(path)) is not None:
-        info.pax_headers = {PAX_XATTR + CAPABILITY_XATTR:
-                            capability.decode("utf-8", "surrogateescape")}
-    info.size = st.st_size
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+    with open(walk.open_regular(*at, st), "rb") as f:
+        if (capability := walk.fd_xattr(f.fileno(), CAPABILITY_XATTR)) is not None:
+            info.pax_headers = {PAX_XATTR + CAPABILITY_XATTR:
+                                capability.decode("utf-8", "surrogateescape")}
+        info.size = st.st_size
         tar.addfile(info, f)
 
 
@@ -768,13 +821,3 @@ def _marker_info(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.mode, info.mtime = 0o600, 0
     return info
-
-
-def _capability(path: Path) -> bytes | None:
-    """Shell: getfattr -n security.capability -e hex PATH    (getcap PATH)"""
-    try:
-        return os.getxattr(path, CAPABILITY_XATTR, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
-        raise

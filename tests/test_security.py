@@ -125,13 +125,47 @@ def test_report_and_inspect_say_what_was_dropped(minictr):
     line = next(x for x in r.stderr.splitlines() if x.startswith("security: "))
     dropped = len(security.kernel_capabilities()) - 14
     assert f"14 capabilities kept (dropped {dropped}: cap_sys_admin, " in line
-    assert "no_new_privs" in line and "11 paths masked, 5 read-only" in line
+    assert "no_new_privs" in line
     state = json.loads(minictr("inspect", "guarded").stdout)[0]["security"]
     assert state["capabilities"]["kept"] == sorted(security.DEFAULT_CAPABILITIES,
                                                    key=security.number)
     assert "cap_sys_admin" in state["capabilities"]["dropped"]
-    assert "/proc/kcore" in state["masked_paths"] and "/proc/sys" in state["read_only_paths"]
+    assert "/proc/sys" in state["read_only_paths"]
     assert state["no_new_privs"] is True and state["privileged"] is False
+
+
+# "4 paths masked (7 absent on this kernel), 4 read-only (1 absent)"; no "(...)" if none is
+SECURITY_PATHS = re.compile(r"no_new_privs, (\d+) paths? masked(?: \((\d+) absent on this "
+                            r"kernel\))?, (\d+) read-only(?: \((\d+) absent\))?$")
+
+
+@pytest.mark.root
+def test_security_line_and_inspect_count_what_was_mounted(minictr):
+    """Issue 11.8: the numbers are those of the container's own mount table, not of the
+    list asked for; inspect names only the paths mounted over, and the absent ones apart."""
+    r = minictr("run", "--name", "counted", "busybox", "cat", "/proc/1/mountinfo")
+    assert r.returncode == 0, r.stderr
+    points = {line.split()[4] for line in r.stdout.splitlines()}
+    masked = [p for p in security.MASKED_PATHS if p in points]
+    read_only = [p for p in security.READ_ONLY_PATHS if p in points]
+    masked_absent = [p for p in security.MASKED_PATHS if p not in points]
+    read_only_absent = [p for p in security.READ_ONLY_PATHS if p not in points]
+    # The container's /proc and /sys are this kernel's: what is absent is what the host lacks
+    assert masked_absent == [p for p in security.MASKED_PATHS if not os.path.lexists(p)]
+    assert read_only_absent == [p for p in security.READ_ONLY_PATHS if not os.path.lexists(p)]
+    line = next(x for x in r.stderr.splitlines() if x.startswith("security: "))
+    m = SECURITY_PATHS.search(line)
+    assert m, line
+    assert int(m[1]) == len(masked) and int(m[2] or 0) == len(masked_absent), line
+    assert int(m[3]) == len(read_only) and int(m[4] or 0) == len(read_only_absent), line
+    state = json.loads(minictr("inspect", "counted").stdout)[0]["security"]
+    assert state["masked_paths"] == masked
+    assert state["masked_paths_absent"] == masked_absent
+    assert state["read_only_paths"] == read_only
+    assert state["read_only_paths_absent"] == read_only_absent
+    if not os.path.lexists("/proc/kcore"):  # as on the kernel of issue 11.8
+        assert "/proc/kcore" not in state["masked_paths"]
+        assert "/proc/kcore" in state["masked_paths_absent"]
 
 
 @pytest.mark.root
@@ -369,6 +403,27 @@ def test_policy_arithmetic(monkeypatch):
     with pytest.raises(StepError, match="cap_sys_time: cannot be granted"):
         security.policy(RunSpec("busybox", cap_add=("cap_sys_time",)))
     assert "cap_sys_time" not in security.policy(RunSpec("busybox", cap_add=("ALL",))).kept
+
+
+def test_the_security_line_says_what_was_mounted():
+    """Before the init's report the line promises nothing; after it, it counts what the init
+    mounted, and the paths asked for that it did not mount are absent."""
+    plan = security.Policy(("cap_chown",), ("cap_sys_admin",), security.MASKED_PATHS,
+                           security.READ_ONLY_PATHS, sys_read_only=True, privileged=False)
+    assert "11 paths to mask, 5 to make read-only (not mounted yet)" in plan.summary()
+    assert plan.as_dict()["masked_paths"] is None
+    done = plan.with_mounted(["/proc/keys", "/proc/timer_list", "/proc/acpi", "/sys/firmware",
+                              "/not/asked"],
+                             ["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"])
+    assert done.summary().endswith("no_new_privs, 4 paths masked (7 absent on this kernel), "
+                                   "4 read-only (1 absent)")
+    state = done.as_dict()
+    assert state["masked_paths"] == ["/proc/keys", "/proc/timer_list", "/proc/acpi",
+                                     "/sys/firmware"]
+    assert "/proc/kcore" in state["masked_paths_absent"] and len(state["masked_paths_absent"]) == 7
+    assert state["read_only_paths_absent"] == ["/proc/sysrq-trigger"]
+    everything = plan.with_mounted(security.MASKED_PATHS, security.READ_ONLY_PATHS)
+    assert everything.summary().endswith("no_new_privs, 11 paths masked, 5 read-only")
 
 
 def test_userns_ranges_that_hold_host_accounts_are_refused():

@@ -486,8 +486,11 @@ def remove_leftover(cid: str, root: Path = ROOT) -> list[str]:
 def remove_empty_orphans(known: set[str], root: Path = ROOT) -> list[str]:
     """For prune: cgroups under minictr/ whose container is gone from this store and that
     hold no process (so they belong to no live container of any store): rmdir them."""
-    ids = {child.name for d in backend("x", root).dirs if d.parent.is_dir()
-           for child in d.parent.iterdir() if child.is_dir()}
+    ids: set[str] = set()
+    for d in backend("x", root).dirs:
+        # The shared minictr/ goes when its last container exits, at any moment.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            ids |= {child.name for child in d.parent.iterdir() if child.is_dir()}
     removed = []
     for cid in sorted(ids - known):
         cg = backend(cid, root)
