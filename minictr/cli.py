@@ -157,8 +157,23 @@ def _add_rmi(verbs: Verbs) -> None:
 
 def _add_commit(verbs: Verbs) -> None:
     commit = verbs.add_parser("commit", help="a new image: the container's image plus its upper")
+    commit.add_argument("-p", "--pause", type=true_or_false, nargs="?", const=True,
+                        default=True, metavar="true|false",
+                        help="freeze a running container while its upper is read "
+                        "(default true, as docker commit; --pause=false does not)")
+    commit.add_argument("--explain", action="store_true",
+                        help="print each step, and its shell equivalent, to stderr")
     commit.add_argument("container", metavar="CONTAINER")
     commit.add_argument("name", metavar="NAME")
+
+
+def true_or_false(text: str) -> bool:
+    """A Docker-style boolean flag's value: --pause=false."""
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _add_df(verbs: Verbs) -> None:
@@ -546,7 +561,9 @@ def cmd_commit(args: argparse.Namespace) -> int:
     from minictr import image_io
     from minictr.store import Store
 
-    image = image_io.commit(Store.open(), args.container, args.name)
+    if args.explain:
+        explain_to(sys.stderr)
+    image = image_io.commit(Store.open(), args.container, args.name, pause=args.pause)
     print(f"{image.name}: {len(image.digests)} layers, the top one {image.digests[-1]}")
     return 0
 

@@ -93,10 +93,12 @@ def run(spec: RunSpec) -> Outcome:
     command = image.config.entrypoint + (spec.command or image.config.cmd)
     hostname = spec.hostname or dirs.name
     env = container_env(image, spec, hostname)
-    started = False
+    started = removing = False
     with ExitStack() as undo:  # undone in reverse order, whatever happens
         undo.callback(os.close, lock)
-        undo.callback(lambda: started or remove_unstarted(store, dirs))  # failed start: no trace
+        # The directory goes after the cgroup and the links, with the lock still held: a
+        # prune meanwhile sees it alive. A failed start leaves no trace; --rm, once reported.
+        undo.callback(lambda: remove_at_end(store, dirs, started, removing))
         try:
             write_state(dirs, id=dirs.id, name=dirs.name, image=image.name,
                         command=list(command), hostname=hostname, env=env, created=time.time(),
@@ -151,9 +153,7 @@ def run(spec: RunSpec) -> Outcome:
                   f"find {dirs.upper} -printf '%y %p\\n'"):
             changes = diff.scan(dirs.upper, image.lowers)
             upper_bytes = diff.tree_bytes(dirs.upper)
-        if spec.remove:
-            with step("remove the container (--rm)", remove.shell_line(dirs.path)):
-                store.remove_container(dirs)
+        removing = spec.remove
     return Outcome(exit_code, dirs, image, changes, upper_bytes, spec.limits, stats, wall,
                    security=policy)
 
@@ -167,13 +167,20 @@ def record_after_exit(dirs: ContainerDirs, **changes: object) -> None:
         print(f"{e} (the exit code and the report follow)", file=sys.stderr)
 
 
-def remove_unstarted(store: Store, dirs: ContainerDirs) -> None:
-    """Undo for a start that failed: its directory goes. If that fails too, the error that
-    stopped the start is still the one shown (it is the cause); this one is a warning."""
-    try:
-        store.remove_container(dirs)
-    except StepError as e:
-        print(f"{e} (and the start failed)", file=sys.stderr)
+def remove_at_end(store: Store, dirs: ContainerDirs, started: bool, removing: bool) -> None:
+    """The last undo before the lock is let go: the directory of a start that failed, or of
+    a run with --rm whose command has exited and was read.
+
+    A start that failed: if removing fails too, the error that stopped the start is still
+    the one shown (it is the cause); this one is a warning."""
+    if removing:
+        with step("remove the container (--rm)", remove.shell_line(dirs.path)):
+            store.remove_container(dirs)
+    elif not started:
+        try:
+            store.remove_container(dirs)
+        except StepError as e:
+            print(f"{e} (and the start failed)", file=sys.stderr)
 
 
 def limits_state(limits: Limits) -> dict[str, object]:

@@ -13,11 +13,13 @@ and a failure removes the layers it added. A layer already stored is shared, not
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
-from minictr import images, oci, tarlayer
+from minictr import explain, images, oci, tarlayer
+from minictr.cgroups import freezer
 from minictr.errors import StepError
 from minictr.explain import note, progress, step
 from minictr.spec import Image, ImageConfig
@@ -60,22 +62,28 @@ def extract_verified(layer: oci.LayerSource, dest: Path, what: str) -> None:
             pass
 
 
-def commit(store: Store, container: str, name: str) -> Image:
-    """`minictr commit CONTAINER NAME`: the container's upper becomes a new top layer.
+def commit(store: Store, container: str, name: str, pause: bool = True) -> Image:
+    """`minictr commit [--pause=false] CONTAINER NAME`: the upper becomes a new top layer.
 
     The new image is the container's image plus that layer, and runs the container's command
-    by default, as `docker commit` does. Shell: tar -C UPPER -cf layer.tar . (with whiteouts
-    written as .wh. files), then import it on top of the image's layers.
+    by default, as `docker commit` does. A running container is frozen while its upper is
+    read (cgroups.freezer), unless ``pause`` is False: then what it writes meanwhile may be
+    caught half-way. Shell: tar -C UPPER -cf layer.tar . (with whiteouts written as .wh.
+    files), then import it on top of the image's layers.
     """
     dirs = store.find(container)
     state = read_state(dirs)
     images.check_name_free(store, name)
-    if status(dirs, state) == "running":
+    explain.define("C", dirs.path)
+    explain.define("ID", dirs.id)
+    running = status(dirs, state) == "running"
+    if running and not pause:
         note("the container is running: files it writes at this moment may be caught half-way")
     with images.changing(store), tempfile.TemporaryFile(dir=store.layers) as tar:
         images.check_name_free(store, name)
-        with step("write the upper directory as an OCI layer tar",
-                  f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)"):
+        with (freezer.paused(dirs.id) if running and pause else contextlib.nullcontext()), \
+                step("write the upper directory as an OCI layer tar",
+                     f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)"):
             tarlayer.write_layer(dirs.upper, tar)
         tar.seek(0)
         with step("store it as a new layer", "tar -xf layer.tar -C $LAYERS/.tmp"):

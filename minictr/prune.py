@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from minictr import cgroups, images, libc, network
+from minictr.cgroups import freezer
 from minictr.explain import step
 from minictr.remove import mounts_under, remove_tree, shell_line
 from minictr.store import Store, is_locked, read_state, status
@@ -24,9 +25,12 @@ def prune(store: Store) -> list[str]:
     """Remove all that no live runtime owns; return a line for each thing removed."""
     removed = unmount_leftovers(store)
     removed += network.stale_leftovers()  # veths, port rules, leases of dead containers
+    removed += freezer.thaw_abandoned()  # a commit killed while its container was frozen
     for path in sorted(store.containers.iterdir()):
         if is_locked(path / "lock"):
             continue  # running, or being created right now
+        if path.name.startswith(".new-") and not store.abandoned(path):
+            continue  # a start between its mkdir and its flock, or renamed meanwhile
         dirs = store.dirs_at(path)
         state = read_state(dirs)
         removed += cgroups.remove_leftover(path.name)

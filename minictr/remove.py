@@ -32,8 +32,9 @@ from minictr.errors import StepError
 from minictr.walk import OPEN_DIR, DirStack, open_dir
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: Path, last: str | None = None) -> None:
     """Unmount everything under ``path``, then delete it without crossing into any mount.
+    The entry ``last`` of ``path`` (a lock file) is removed after all the others.
 
     A missing ``path`` is no error (it is what was wanted). Anything else is a StepError.
     Shell: see shell_line
@@ -49,7 +50,7 @@ def remove_tree(path: Path) -> None:
     except OSError as e:
         raise StepError.from_os_error(f"remove {path}", e) from e
     try:
-        remove_at(parent, path.name, path)
+        remove_at(parent, path.name, path, last)
     except OSError as e:
         raise StepError.from_os_error(f"remove {path}", e,
                                       hint="nothing beyond it was touched; see what holds "
@@ -89,7 +90,7 @@ def _unescape(field_: bytes) -> str:
     return os.fsdecode(bytes(out))
 
 
-def remove_at(parent: int, name: str, shown: Path) -> None:
+def remove_at(parent: int, name: str, shown: Path, last: str | None = None) -> None:
     """rm -rf --one-file-system NAME, relative to the directory fd ``parent`` (no unmounting:
     a mount inside is refused). ``shown`` names the tree in an error.
 
@@ -98,7 +99,9 @@ def remove_at(parent: int, name: str, shown: Path) -> None:
     if top_fd is None:
         return
     with DirStack([top_fd], f"remove {shown}") as stack:
-        stack.top.name, stack.top.todo = name, os.listdir(top_fd)
+        # todo is taken from its end: ``last`` first in the list is removed last
+        stack.top.name = name
+        stack.top.todo = sorted(os.listdir(top_fd), key=lambda entry: entry != last)
         while stack:
             frame = stack.top
             fd = frame.fd()

@@ -7,12 +7,15 @@
     containers/<id>/merged/        the mount point of the overlay (mounted only inside)
     containers/<id>/state.json     what `ps` and `inspect` show
     containers/<id>/lock           flock-ed by the runtime while the container runs
+    containers/.new-<id>/          a container being made: renamed to its id once locked
+    starting.lock                  held by a start from its mkdir to its flock (see prune)
     names/<name> -> ../containers/<id>   claims a name; symlink(2) is atomic, so two runs
                                          can never get the same name
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -90,9 +93,12 @@ class Store:
 
         Returns the directories and the fd that holds the run lock. The directory is made
         as containers/.new-<id>, locked, and only then renamed to its id: no `prune` ever
-        sees containers/<id> without its live owner (it removes an unlocked .new-* as what
-        a killed start left). The lock is taken before the name is, for `ps` and `rm` too.
-        Shell: mkdir containers/.new-ID; flock containers/.new-ID/lock ...;
+        sees containers/<id> without its live owner. Between the mkdir and the flock the
+        start holds starting.lock shared; a prune that finds a .new-* unlocked takes it
+        exclusively before it calls the start dead (see Store.abandoned). The lock is taken
+        before the name is, for `ps` and `rm` too.
+        Shell: flock -s starting.lock sh -c 'mkdir containers/.new-ID
+                                             flock -n containers/.new-ID/lock ...'
                mkdir containers/.new-ID/{upper,work,merged}; mv containers/.new-ID containers/ID
         """
         name = name or f"{image}-{cid[:6]}"
@@ -101,40 +107,58 @@ class Store:
                             hint=f"remove it (minictr rm {name}) or choose another --name")
         dirs = ContainerDirs(cid, name, self.containers / cid)
         new = self.containers / f".new-{cid}"
-        new.mkdir(mode=0o700)
-        try:
-            # (a prune that found it unlocked a moment ago removes it: then this fails,
-            # ENOENT, and the start with it: a live container is never what is removed)
-            lock = hold_lock(new / dirs.lock_file.name)
-        except OSError:
-            remove_tree(new)
-            raise
+        with self._starting(fcntl.LOCK_SH):
+            new.mkdir(mode=0o700)
+            try:
+                lock = hold_lock(new / dirs.lock_file.name)
+            except OSError:
+                remove_tree(new)
+                raise
         try:
             for d in (dirs.upper, dirs.work, dirs.merged):
                 (new / d.name).mkdir(mode=0o755)
             os.rename(new, dirs.path)
-        except OSError:  # a full disk, that prune: no containers/<id>/ is left
+        except OSError:  # a full disk: no containers/<id>/ is left
+            remove_tree(new, last=dirs.lock_file.name)
             os.close(lock)
-            remove_tree(new)
             raise
         try:
             os.symlink(f"../containers/{cid}", self.names / name)
         except FileExistsError:  # another run took the name a moment ago
+            remove_tree(dirs.path, last=dirs.lock_file.name)
             os.close(lock)
-            remove_tree(dirs.path)
             raise StepError("create container", f"the name {name!r} is already in use",
                             hint="choose another --name") from None
         return dirs, lock
 
+    def abandoned(self, path: Path) -> bool:
+        """For prune: is this unlocked containers/.new-<id> what a killed start left? A live
+        start holds starting.lock (shared) from its mkdir to its flock: once prune holds it
+        exclusively, no start is in that gap, and an unlocked .new-* is a dead one's.
+        Shell: flock starting.lock sh -c '[ -d PATH ] && ! flock -n PATH/lock true'"""
+        with self._starting(fcntl.LOCK_EX):
+            return path.is_dir() and not is_locked(path / "lock")
+
+    @contextlib.contextmanager
+    def _starting(self, how: int) -> Iterator[None]:
+        fd = os.open(self.root / "starting.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, how)  # held for a mkdir and an flock: microseconds
+            yield
+        finally:
+            os.close(fd)
+
     def remove_container(self, dirs: ContainerDirs) -> None:
         """Free the name, then delete the directory (work/work is mode 000: root may): first
         unmounting what is mounted in it, never crossing into a mount (minictr.remove).
+        Its lock file goes last: while it is there, a runtime that removes its own container
+        (--rm) is still seen holding it, and a concurrent prune leaves it alone.
         Shell: rm names/NAME; then minictr.remove.shell_line(containers/ID)
         """
         link = self.names / dirs.name
         if link.is_symlink() and os.readlink(link).endswith(dirs.id):
             link.unlink()
-        remove_tree(dirs.path)
+        remove_tree(dirs.path, last=dirs.lock_file.name)
 
     def find(self, name_or_id: str) -> ContainerDirs:
         """A container by name, by full id, or by a unique id prefix (as Docker allows)."""

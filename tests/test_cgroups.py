@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -518,3 +519,122 @@ def test_a_process_moves_itself_in_and_out(cgroup2):
         finally:
             cg.remove()
         assert cg.self_file == ("tasks" if cg.version == 1 else "cgroup.procs")
+
+
+# --- the freezer: commit pauses a running container (cgroups.freezer) -----------------------
+
+# Writes a counter to /n as fast as it can; SIGTERM (forwarded by the runtime) ends it with 7.
+BUSY = "trap 'exit 7' TERM; echo ready; i=0; while :; do i=$((i+1)); echo $i > /n; done"
+
+
+def start_commit(minictr_root: Path, fail_at: str, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "minictr", "commit", *flags, "busy", "snap"],
+        env={**os.environ, "MINICTR_ROOT": str(minictr_root), "MINICTR_FAIL_AT": fail_at},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def end_busy(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the runtime, which passes it on: a container left frozen would never end."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=scaled(30))
+    assert proc.returncode == 7, err
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("pause", ["--pause=true", "--pause=false"])
+def test_commit_freezes_a_running_container_while_it_reads_its_upper(minictr, minictr_root,
+                                                                     pause):
+    """Stopped in the middle of reading the upper (MINICTR_FAIL_AT=...:stop), the commit has
+    the container frozen: its counter does not move, and the layer holds it as it stood.
+    Then it is thawed, and goes on. --pause=false, as Docker's, leaves it running."""
+    proc = start("run", "--name", "busy", "busybox", "sh", "-c", BUSY)
+    assert read_line(proc) == "ready"
+    cid = state_of(minictr_root, "busy")["id"]
+    counter = minictr_root / "containers" / cid / "upper" / "n"
+    commit = start_commit(minictr_root, "minictr.image_io.commit:stop", pause)
+    try:
+        _, status = os.waitpid(commit.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        cg = cgroups.backend(cid)
+        if pause == "--pause=true":
+            assert cg.is_frozen()
+            before = counter.read_text()
+            minictr("ps", check=True)  # 100 ms or so: a running loop counts thousands
+            assert counter.read_text() == before
+        else:
+            assert not cg.is_frozen()
+    finally:
+        os.kill(commit.pid, signal.SIGCONT)
+    _, err = commit.communicate(timeout=scaled(60))
+    assert commit.returncode == 0, err
+    assert not cgroups.backend(cid).is_frozen()
+    end_busy(proc)
+    if pause == "--pause=true":  # the layer is that one moment: the counter as it stood
+        # (maybe empty: a freeze stops `echo $i > /n` anywhere, its truncate done or not)
+        r = minictr("run", "--rm", "snap", "cat", "/n", check=True)
+        assert r.stdout == before
+    minictr("rm", "busy", check=True)
+    minictr("rmi", "snap", check=True)
+
+
+@pytest.mark.root
+def test_prune_thaws_a_container_whose_commit_was_killed(minictr, minictr_root):
+    """A commit SIGKILLed while the container is frozen cannot thaw it; its pause lock is
+    free then, and prune thaws the container (it is running: prune leaves it running)."""
+    proc = start("run", "--name", "busy", "busybox", "sh", "-c", BUSY)
+    assert read_line(proc) == "ready"
+    cid = state_of(minictr_root, "busy")["id"]
+    commit = start_commit(minictr_root, "minictr.image_io.commit:kill")
+    commit.communicate(timeout=scaled(60))
+    assert commit.returncode == -signal.SIGKILL
+    assert cgroups.backend(cid).is_frozen()
+    r = minictr("prune", check=True)
+    assert f"thawed {cid}" in r.stdout, r.stdout
+    assert not cgroups.backend(cid).is_frozen()
+    assert not (cgroups.OWNERS / f"{cid}.paused").exists()
+    end_busy(proc)
+    minictr("rm", "busy", check=True)
+
+
+@pytest.mark.root
+def test_a_frozen_cgroup_is_still_removed():
+    """A frozen v1 process does not die of SIGKILL until thawed: remove thaws first. (v2
+    kills frozen processes.) A runtime or prune that removes a frozen container never hangs."""
+    cg = cgroups.backend(f"test-{uuid.uuid4().hex[:12]}")
+    cg.create()
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    try:
+        cg.join(sleeper.pid)
+        assert cg.freeze() and cg.is_frozen()
+        cg.remove()
+        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
+        assert not cg.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if cg.exists():
+            cg.remove()
+
+
+@pytest.mark.root
+def test_v2_freeze_and_thaw_on_cgroup2(cgroup2):
+    """v2's freezer for real on every host: cgroup.freeze, "frozen 1" in cgroup.events
+    (waited for by POLLPRI), the process stopped, then thawed and killed while frozen."""
+    cg = V2Cgroup(f"test-{uuid.uuid4().hex[:12]}", cgroup2)
+    cg.create()
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    try:
+        cg.join(sleeper.pid)
+        assert cg.freeze() and cg.is_frozen()
+        assert "frozen 1" in (cg.path / "cgroup.events").read_text()
+        cg.thaw()
+        assert not cg.is_frozen()
+        assert cg.freeze()
+        cg.remove()  # cgroup.kill reaches a frozen process
+        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if cg.path.exists():
+            cg.remove()

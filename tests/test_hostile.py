@@ -243,13 +243,7 @@ def test_rmi_waits_for_a_starting_container_and_is_then_refused(minictr, minictr
         assert os.WIFSTOPPED(status)
         rmi = subprocess.Popen([sys.executable, "-m", "minictr", "rmi", "busybox"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        pidfd = os.pidfd_open(rmi.pid)
-        try:
-            while not waits_for_a_lock(rmi.pid):  # or has ended: then it did not wait
-                if select.select([pidfd], [], [], 0.05)[0]:
-                    break
-        finally:
-            os.close(pidfd)
+        blocks_on_a_lock(rmi)  # or has ended: then it did not wait
     finally:
         os.kill(run.pid, signal.SIGCONT)
     _, run_err = run.communicate(timeout=scaled(60))
@@ -259,11 +253,113 @@ def test_rmi_waits_for_a_starting_container_and_is_then_refused(minictr, minictr
     minictr("rm", "starting", check=True)
 
 
+def blocks_on_a_lock(proc: subprocess.Popen[str]) -> bool:
+    """Wait until ``proc`` is blocked in flock(2) (True) or has ended (False)."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        while not waits_for_a_lock(proc.pid):
+            if select.select([pidfd], [], [], 0.05)[0]:
+                return False
+        return True
+    finally:
+        os.close(pidfd)
+
+
 def waits_for_a_lock(pid: int) -> bool:
     """/proc/locks lists a process blocked in flock(2) with "->" before its line."""
     return any(line.split()[1] == "->" and line.split()[5] == str(pid)
                for line in Path("/proc/locks").read_text().splitlines()
                if len(line.split()) > 5)
+
+
+def test_prune_waits_for_a_start_between_its_mkdir_and_its_lock(minictr_root):
+    """A start makes containers/.new-<id>, then locks it: a prune in between removed the
+    live start's directory, and the start failed with ENOENT (soak bug 1). The start holds
+    starting.lock shared across that gap; prune takes it exclusively before it calls an
+    unlocked .new-* dead. This test is the start, stopped in the gap."""
+    import fcntl
+
+    from minictr.store import hold_lock
+
+    env = {**os.environ, "MINICTR_ROOT": str(minictr_root)}
+    subprocess.run([sys.executable, "-m", "minictr", "ps"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # makes the store
+    starting = os.open(minictr_root / "starting.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(starting, fcntl.LOCK_SH)
+    new = minictr_root / "containers" / ".new-gap"
+    new.mkdir()
+    prune = subprocess.Popen([sys.executable, "-m", "minictr", "prune"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waited = blocks_on_a_lock(prune)
+        lock = hold_lock(new / "lock")  # the start goes on: ENOENT if prune removed it
+    finally:
+        os.close(starting)
+    try:
+        out, err = prune.communicate(timeout=scaled(60))
+        assert waited and prune.returncode == 0, err
+        assert ".new-gap" not in out and new.is_dir()
+    finally:
+        os.close(lock)
+    pruned = subprocess.run([sys.executable, "-m", "minictr", "prune"], env=env, check=True,
+                            capture_output=True, text=True)  # now it is a killed start's
+    assert ".new-gap" in pruned.stdout and not new.exists()
+
+
+def test_rm_removes_the_lock_file_last(minictr, minictr_root):
+    """--rm deleted containers/<id> (its lock file with it) while its runtime still held
+    the lock: a prune meanwhile found no lock file, called the live container dead and
+    removed its cgroup too (ENODEV, 125: soak bug 2). The lock file now goes last: here a
+    removal is stopped half-way (an immutable file, chattr +i) and the lock is still there."""
+    minictr("run", "--name", "half", "busybox", "true", check=True)
+    [cid] = os.listdir(minictr_root / "containers")
+    path = minictr_root / "containers" / cid
+    extra = 0
+    while os.listdir(path)[0] == "lock":  # then even lock-first would keep it: not a test
+        (path / f"extra{extra}").write_text("")
+        extra += 1
+    first = next(name for name in os.listdir(path) if name != "lock")  # removed last of all
+    stuck = path / first / "stuck" if (path / first).is_dir() else path / first
+    if stuck.parent != path:
+        stuck.write_text("")
+    subprocess.run(["chattr", "+i", stuck], check=True)
+    try:
+        r = minictr("rm", "half")
+        assert r.returncode == 125 and "Operation not permitted" in r.stderr, r.stderr
+        assert (path / "lock").exists(), os.listdir(path)
+    finally:
+        subprocess.run(["chattr", "-i", stuck], check=True)
+    minictr("rm", cid, check=True)  # its name went first: by its id
+    assert not path.exists()
+
+
+def test_rm_of_its_own_container_comes_after_the_cgroup_with_the_lock_held(minictr,
+                                                                           minictr_root):
+    """--rm removes the directory last, after the cgroup and the links, the lock still held:
+    stopped at that step (MINICTR_FAIL_AT=...:stop), the cgroup is gone, the container is
+    running to `ps`, and a prune leaves it alone; then the run ends with its own code."""
+    from tests.conftest import minictr_cgroups
+
+    minictr("image", "build", "busybox", check=True)
+    env = {**os.environ, "MINICTR_ROOT": str(minictr_root),
+           "MINICTR_FAIL_AT": "minictr.container.remove_at_end:stop"}
+    run = subprocess.Popen([sys.executable, "-m", "minictr", "run", "--rm", "--name", "ending",
+                            "busybox", "sh", "-c", "exit 3"], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(run.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        [cid] = os.listdir(minictr_root / "containers")
+        assert not any(cid in cg for cg in minictr_cgroups())
+        assert " Up " in minictr("ps", "-a", check=True).stdout  # its runtime holds it
+        pruned = minictr("prune", check=True)
+        assert cid not in pruned.stdout and (minictr_root / "containers" / cid).is_dir()
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    _, err = run.communicate(timeout=scaled(60))
+    assert run.returncode == 3, err
+    assert os.listdir(minictr_root / "containers") == []
 
 
 # --- 11.2 and 11.3: swapped paths, deep and wide trees ------------------------------------

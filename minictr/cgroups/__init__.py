@@ -10,7 +10,7 @@ A host gives these controllers through one of two interfaces, and minictr has a 
     v2, unified (Ubuntu 24.04: the Vagrant box)         /sys/fs/cgroup/cgroup.controllers exists
         one tree: a container is /sys/fs/cgroup/minictr/ID           memory.max pids.max cpu.max
     v1, or hybrid (v1 controllers, and a cgroup2 at /sys/fs/cgroup/unified without them)
-        a tree per controller: /sys/fs/cgroup/{memory,pids,cpu,cpuacct}/minictr/ID
+        a tree per controller: /sys/fs/cgroup/{memory,pids,cpu,cpuacct,freezer}/minictr/ID
                                        memory.limit_in_bytes pids.max cpu.cfs_quota_us
 
 ``Cgroup`` is the one interface (create, the files of each limit, join, stats, remove);
@@ -28,6 +28,7 @@ When, in the recipe (``container.run``):
                                goes back to the runtime's cgroups: the cgroup then holds the
                                container's processes only, as Docker's does
     cg.stats()                 after the exit: peak memory, OOM kills, forks refused, cpu time
+    freezer.paused(id)         `commit` of a running container: frozen while its upper is read
     leaving for_container      kill what is left, rmdir (``prune`` does it after a crash)
 """
 
@@ -68,6 +69,7 @@ MIN_CPUS = 0.01  # the kernel's smallest quota is 1 ms a period: 1000 of 100000 
 MIN_PIDS = 2  # the shim is in the cgroup when it forks the container's PID 1: see parse_pids
 PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's ceiling for pids (and for pids.max)
 GONE_TIMEOUT = 10.0  # seconds for SIGKILLed processes to leave a cgroup; they take ms
+FREEZE_TIMEOUT = 10.0  # seconds for a cgroup's processes to stop; they take ms
 
 # --memory as Docker reads it (go-units RAMInBytes): a number, a unit b, k, m or g (powers of
 # 1024, as Docker's), upper or lower case, "64mb" and "64MiB" too.
@@ -316,6 +318,26 @@ class Cgroup(ABC):
     def remove(self) -> None:
         """Kill what is still in it, wait until it is empty, rmdir it (and the shared parent
         when it is empty too). Nothing to do if it is not there."""
+
+    @abstractmethod
+    def freeze(self) -> bool:
+        """Stop every process in it where it stands, and wait until all are stopped (as
+        `docker pause`); False if they were not all stopped in time (it is thawed then).
+        See: cgroups.freezer"""
+
+    @abstractmethod
+    def thaw(self) -> None:
+        """Let its processes go on (`docker unpause`)."""
+
+    @abstractmethod
+    def is_frozen(self) -> bool:
+        """Is it frozen now (a thaw left to do)?"""
+
+    @abstractmethod
+    def shell_freeze(self) -> str: ...
+
+    @abstractmethod
+    def shell_thaw(self) -> str: ...
 
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.dirs)
@@ -600,25 +622,33 @@ def kill_all(cg: Cgroup, rounds: int = 100) -> None:
 
 
 def wait_until_empty(events: Path, timeout: float = GONE_TIMEOUT) -> None:
-    """Wait for ``populated 0`` in a v2 cgroup.events, without a sleep loop.
+    """Wait for ``populated 0`` in a v2 cgroup.events (its SIGKILLed processes are gone)."""
+    if not wait_for_event(events, b"populated 0", timeout):
+        raise StepError("remove the container's cgroup", f"{events.parent} is not "
+                        "empty after SIGKILL", errno=errno.EBUSY,
+                        hint="a process stuck in the kernel (state D)? minictr prune "
+                        "tries again")
+
+
+def wait_for_event(events: Path, line: bytes, timeout: float) -> bool:
+    """Wait, without a sleep loop, until a v2 cgroup.events has ``line`` (``populated 0``,
+    ``frozen 1``); False if it has not within ``timeout`` seconds.
 
     The kernel signals every change of that file to poll(2) as POLLPRI: read it (which also
-    resets the signal), and if it still says ``populated 1``, poll until it changes.
+    resets the signal), and if the line is not there yet, poll until it changes.
     See: Documentation/admin-guide/cgroup-v2.rst, "cgroup.events"; kernfs_generic_poll
     """
     deadline = time.monotonic() + timeout
     with open(events, "rb", buffering=0) as f:
         poller = select.poll()
         poller.register(f, select.POLLPRI)
-        while b"populated 1" in f.read():
+        while line not in f.read().splitlines():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepError("remove the container's cgroup", f"{events.parent} is not "
-                                "empty after SIGKILL", errno=errno.EBUSY,
-                                hint="a process stuck in the kernel (state D)? minictr prune "
-                                "tries again")
+                return False
             poller.poll(left * 1000)
             f.seek(0)
+    return True
 
 
 def rmdir_if_empty(path: Path) -> None:

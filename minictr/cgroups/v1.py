@@ -6,6 +6,7 @@ A container's cgroup is minictr/ID in each of the trees this host has:
     /sys/fs/cgroup/pids/minictr/ID      pids.max
     /sys/fs/cgroup/cpu/minictr/ID       cpu.cfs_period_us, cpu.cfs_quota_us
     /sys/fs/cgroup/cpuacct/minictr/ID   no limit: cpuacct.usage counts the CPU time
+    /sys/fs/cgroup/freezer/minictr/ID   no limit: freezer.state FROZEN stops it (commit)
 
 Where cpu and cpuacct share one tree, both names are links to /sys/fs/cgroup/cpu,cpuacct and
 the two paths are one directory: the second mkdir finds it made, the second rmdir finds it gone.
@@ -21,7 +22,14 @@ Swap: memory.memsw.limit_in_bytes (memory + swap) gets the memory limit too, so 
 real: nothing spills into swap (Docker's default gives as much swap again). The file exists
 only with swap accounting (swapaccount=1); without it, only the memory limit is set.
 
-See: Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst, cpuacct.rst, and
+The freezer: "FROZEN" written to freezer.state stops the processes; reading it says
+FREEZING until all are stopped, then FROZEN. The kernel gives no notice of the change (v2's
+cgroup.events has one), so it is read again, at growing intervals, and FROZEN written again
+(a process forked meanwhile is caught too), as runc does. A frozen v1 process does not die of
+SIGKILL until it is thawed: removal thaws first.
+
+See: Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst, cpuacct.rst,
+     freezer-subsystem.rst, and
      Documentation/scheduler/sched-bwc.rst for cfs_period_us and cfs_quota_us
 """
 
@@ -29,11 +37,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minictr.cgroups import (
     CPU_PERIOD_US,
+    FREEZE_TIMEOUT,
     NEEDS,
     PARENT,
     ROOT,
@@ -49,12 +59,13 @@ from minictr.cgroups import (
     rmdir_if_empty,
     write,
 )
+from minictr.errors import StepError
 from minictr.spec import Limits
 
 if TYPE_CHECKING:
     from cgroupspy.controllers import Controller
 
-TREES = ("memory", "pids", "cpu", "cpuacct")
+TREES = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 
 class _Directory:
@@ -176,14 +187,51 @@ class V1Cgroup(Cgroup):
     def counter_files(self) -> list[Path]:
         files = {"memory": ["memory.max_usage_in_bytes", "memory.failcnt", "memory.oom_control"],
                  "pids": ["pids.peak", "pids.events"], "cpu": ["cpu.stat"],
-                 "cpuacct": ["cpuacct.usage"]}
+                 "cpuacct": ["cpuacct.usage"], "freezer": []}
         return [self.dir(t) / f for t in self.trees for f in files[t]]
 
     def remove(self) -> None:
         """v1 has no cgroup.kill: SIGKILL each process in cgroup.procs until none is left,
-        then rmdir in every tree."""
+        then rmdir in every tree. Thawed first: a frozen process would never die."""
+        if "freezer" in self.trees and self.dir("freezer").is_dir():
+            self.thaw()
         kill_all(self)
         for tree in self.trees:
             with contextlib.suppress(FileNotFoundError):  # gone already (prune, cpu,cpuacct)
                 self.dir(tree).rmdir()
             rmdir_if_empty(self.root / tree / PARENT)
+
+    def _freezer_state(self) -> Path:
+        if "freezer" not in self.trees:
+            raise StepError("pause the container", f"{self.root}/freezer is not mounted",
+                            hint="mount the v1 freezer tree, or commit with --pause=false")
+        return self.dir("freezer") / "freezer.state"
+
+    def freeze(self) -> bool:
+        """Shell: echo FROZEN > freezer.state; read it until it says FROZEN."""
+        state = self._freezer_state()
+        deadline, wait = time.monotonic() + FREEZE_TIMEOUT, 0.0001
+        while time.monotonic() < deadline:
+            write(state, "FROZEN")
+            if state.read_text().strip() == "FROZEN":
+                return True
+            time.sleep(wait)  # FREEZING: no notice comes (see the module's docstring)
+            wait = min(wait * 2, 0.01)
+        self.thaw()
+        return False
+
+    def thaw(self) -> None:
+        write(self._freezer_state(), "THAWED")
+
+    def is_frozen(self) -> bool:
+        try:
+            return self._freezer_state().read_text().strip() != "THAWED"
+        except (StepError, FileNotFoundError):
+            return False
+
+    def shell_freeze(self) -> str:
+        state = self.dir("freezer") / "freezer.state"
+        return f"echo FROZEN > {state}\ncat {state}  (FREEZING, then FROZEN)"
+
+    def shell_thaw(self) -> str:
+        return f"echo THAWED > {self.dir('freezer')}/freezer.state"

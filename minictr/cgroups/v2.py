@@ -15,6 +15,10 @@ processes are in minictr/ID, which hands nothing down.
 Removal: cgroup.kill (kernel 5.14) SIGKILLs everything in the cgroup at once, forks in
 flight included; cgroup.events then says "populated 0", and rmdir works.
 
+Freezing (`commit`): "1" in cgroup.freeze (kernel 5.2) stops every process of the cgroup;
+cgroup.events says "frozen 1" once all are stopped. A frozen process still dies of SIGKILL,
+so removal needs no thaw first (v1 does).
+
 Plain reads and writes: cgroupspy knows only v1.
 See: Documentation/admin-guide/cgroup-v2.rst
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from minictr.cgroups import (
     CPU_PERIOD_US,
+    FREEZE_TIMEOUT,
     NEEDS,
     PARENT,
     ROOT,
@@ -39,9 +44,11 @@ from minictr.cgroups import (
     read_int,
     read_keyed,
     rmdir_if_empty,
+    wait_for_event,
     wait_until_empty,
     write,
 )
+from minictr.errors import StepError
 from minictr.spec import Limits
 
 CONTROLLERS = ("memory", "pids", "cpu")
@@ -155,3 +162,29 @@ class V2Cgroup(Cgroup):
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile (prune)
                 self.path.rmdir()
         rmdir_if_empty(self.parent)
+
+    def freeze(self) -> bool:
+        """Shell: echo 1 > cgroup.freeze; then cgroup.events says "frozen 1"."""
+        control = self.path / "cgroup.freeze"
+        if not control.exists():  # the root of the tree has none; kernels before 5.2 neither
+            raise StepError("pause the container", f"{control} does not exist",
+                            hint="this kernel cannot freeze a cgroup v2 (5.2 or later can); "
+                            "commit with --pause=false")
+        write(control, "1")
+        if wait_for_event(self.path / "cgroup.events", b"frozen 1", FREEZE_TIMEOUT):
+            return True
+        self.thaw()
+        return False
+
+    def thaw(self) -> None:
+        write(self.path / "cgroup.freeze", "0")
+
+    def is_frozen(self) -> bool:
+        return read_keyed(self.path / "cgroup.events").get("frozen") == 1
+
+    def shell_freeze(self) -> str:
+        return (f"echo 1 > {self.path}/cgroup.freeze\n"
+                f"grep 'frozen 1' {self.path}/cgroup.events  (once all have stopped)")
+
+    def shell_thaw(self) -> str:
+        return f"echo 0 > {self.path}/cgroup.freeze"
