@@ -376,15 +376,20 @@ def test_prune_removes_the_cgroup_after_a_crash(minictr, minictr_root):
 
 
 @pytest.mark.root
-def test_remove_kills_what_is_still_in_the_cgroup():
+@pytest.mark.parametrize("frozen", [False, True], ids=["running", "frozen"])
+def test_remove_kills_what_is_still_in_the_cgroup(frozen):
     """What prune does with a cgroup a process is still in: v1 SIGKILLs each pid in
-    cgroup.procs, v2 writes cgroup.kill; then rmdir."""
+    cgroup.procs, v2 writes cgroup.kill; then rmdir. Frozen too (a commit killed): a frozen
+    v1 process does not die of SIGKILL until thawed, so remove thaws first (v2 kills frozen
+    processes); a runtime or prune that removes a frozen container never hangs."""
     cg = cgroups.backend(f"test-{uuid.uuid4().hex[:12]}")
     cg.create()
     sleeper = subprocess.Popen(["sleep", "1000"])
     try:
         cg.join(sleeper.pid)
         assert cg.procs() == {sleeper.pid}
+        if frozen:
+            assert cg.freeze() and cg.is_frozen()
         cg.remove()
         assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
         assert not cg.exists()
@@ -595,26 +600,6 @@ def test_prune_thaws_a_container_whose_commit_was_killed(minictr, minictr_root):
     assert not (cgroups.OWNERS / f"{cid}.paused").exists()
     end_busy(proc)
     minictr("rm", "busy", check=True)
-
-
-@pytest.mark.root
-def test_a_frozen_cgroup_is_still_removed():
-    """A frozen v1 process does not die of SIGKILL until thawed: remove thaws first. (v2
-    kills frozen processes.) A runtime or prune that removes a frozen container never hangs."""
-    cg = cgroups.backend(f"test-{uuid.uuid4().hex[:12]}")
-    cg.create()
-    sleeper = subprocess.Popen(["sleep", "1000"])
-    try:
-        cg.join(sleeper.pid)
-        assert cg.freeze() and cg.is_frozen()
-        cg.remove()
-        assert sleeper.wait(timeout=scaled(10)) == -signal.SIGKILL
-        assert not cg.exists()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-        if cg.exists():
-            cg.remove()
 
 
 @pytest.mark.root
