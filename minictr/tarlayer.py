@@ -68,13 +68,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from minictr import walk
 from minictr.diff import OPAQUE_XATTR, is_opaque_fd, is_whiteout
 from minictr.errors import StepError
 from minictr.explain import note, step
 from minictr.remove import remove_at
+from minictr.report import escaped
 from minictr.walk import Walk
 
 IMPORT = "import layer"
@@ -704,7 +705,7 @@ def write_layer(src: Path, out: IO[bytes]) -> str:
                         raise
                     # Removed or replaced since it was listed (a running container): left
                     # out. Nothing was written for it: each header goes last.
-                    note(f"/{entry.path[1:]} changed while it was read: not in the layer")
+                    note(f"{escaped(entry.path)} changed while it was read: not in the layer")
     finally:
         os.close(top)
     return hashed.diff_id()
@@ -764,7 +765,7 @@ def _write_entry(tar: tarfile.TarFile, w: Walk, entry: walk.Entry, links: _Links
         info.type = tarfile.FIFOTYPE
         tar.addfile(info)
     elif stat.S_ISSOCK(st.st_mode):
-        note(f"not in the layer: /{name} is a socket (tar has no socket type)")
+        note(f"not in the layer: /{escaped(name)} is a socket (tar has no socket type)")
     else:
         raise StepError(EXPORT, f"{name!r}: a device {os.major(st.st_rdev)}:"
                         f"{os.minor(st.st_rdev)}; a layer holds no devices",
@@ -793,7 +794,31 @@ def _write_file(tar: tarfile.TarFile, at: tuple[int, str], info: tarfile.TarInfo
             info.pax_headers = {PAX_XATTR + CAPABILITY_XATTR:
                                 capability.decode("utf-8", "surrogateescape")}
         info.size = st.st_size
-        tar.addfile(info, f)
+        tar.addfile(info, _Padded(f, info.size, "/" + info.name))
+
+
+class _Padded:
+    """``size`` bytes of a file, whatever it does meanwhile: tar's header already holds
+    the size from lstat. A running container (commit --pause=false) may shrink the file
+    while it is read; the rest is zeros, as GNU tar does ("File shrank by N bytes; padding
+    with zeros"). Bytes it grew by are left out: tarfile reads ``size`` bytes, no more."""
+
+    def __init__(self, f: BinaryIO, size: int, path: str) -> None:
+        self.f, self.left, self.path, self.shrank = f, size, path, False
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self.left)
+        data = b""
+        while not self.shrank and len(data) < n:
+            more = self.f.read(n - len(data))
+            data += more
+            if not more:  # the end of the file, before its size
+                self.shrank = True
+                note(f"{escaped(self.path)} shrank by {self.left - len(data)} bytes while "
+                     "it was read: padded with zeros, as tar does")
+        data += bytes(n - len(data))
+        self.left -= n
+        return data
 
 
 def _tarinfo(name: str, st: os.stat_result) -> tarfile.TarInfo:

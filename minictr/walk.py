@@ -289,7 +289,17 @@ def open_regular(parent: int, name: str, st: os.stat_result) -> int:
 
 
 def readlink(parent: int, name: str) -> str:
-    return os.readlink(name, dir_fd=parent)
+    """The target of the symlink ``name``.  Shell: readlink NAME
+
+    EINVAL means it is no symlink any more (readlinkat(2)): a running container replaced it
+    since it was listed, so it reads as ESTALE, one of CHANGED, as open_regular's does."""
+    try:
+        return os.readlink(name, dir_fd=parent)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise OSError(errno.ESTALE, "no symlink any more: replaced while it was read",
+                      name) from None
 
 
 def xattr(parent: int, name: str, attr: str) -> bytes | None:

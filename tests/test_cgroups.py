@@ -19,6 +19,7 @@ cgroup.events says when a cgroup is empty.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -539,10 +541,22 @@ def start_commit(minictr_root: Path, fail_at: str, *flags: str) -> subprocess.Po
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def end_busy(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to the runtime, which passes it on: a container left frozen would never end."""
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=scaled(30))
+@contextlib.contextmanager
+def busy_container(minictr: Callable[..., subprocess.CompletedProcess[str]],
+                   minictr_root: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The BUSY container, running; at the end SIGTERM to the runtime, which passes it on
+    (thawed first: a container left frozen would never end), then `rm`. A failing test
+    ends it too: the leak fixture would report the failure twice otherwise."""
+    proc = start("run", "--name", "busy", "busybox", "sh", "-c", BUSY)
+    assert read_line(proc) == "ready"
+    cid = state_of(minictr_root, "busy")["id"]
+    try:
+        yield proc, cid
+    finally:
+        cgroups.backend(cid).thaw()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=scaled(30))
+        minictr("rm", "busy")
     assert proc.returncode == 7, err
 
 
@@ -553,33 +567,30 @@ def test_commit_freezes_a_running_container_while_it_reads_its_upper(minictr, mi
     """Stopped in the middle of reading the upper (MINICTR_FAIL_AT=...:stop), the commit has
     the container frozen: its counter does not move, and the layer holds it as it stood.
     Then it is thawed, and goes on. --pause=false, as Docker's, leaves it running."""
-    proc = start("run", "--name", "busy", "busybox", "sh", "-c", BUSY)
-    assert read_line(proc) == "ready"
-    cid = state_of(minictr_root, "busy")["id"]
-    counter = minictr_root / "containers" / cid / "upper" / "n"
-    commit = start_commit(minictr_root, "minictr.image_io.commit:stop", pause)
-    try:
-        _, status = os.waitpid(commit.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status)
-        cg = cgroups.backend(cid)
-        if pause == "--pause=true":
-            assert cg.is_frozen()
-            before = counter.read_text()
-            minictr("ps", check=True)  # 100 ms or so: a running loop counts thousands
-            assert counter.read_text() == before
-        else:
-            assert not cg.is_frozen()
-    finally:
-        os.kill(commit.pid, signal.SIGCONT)
-    _, err = commit.communicate(timeout=scaled(60))
-    assert commit.returncode == 0, err
-    assert not cgroups.backend(cid).is_frozen()
-    end_busy(proc)
+    with busy_container(minictr, minictr_root) as (_, cid):
+        counter = minictr_root / "containers" / cid / "upper" / "n"
+        commit = start_commit(minictr_root, "minictr.image_io.commit:stop", pause)
+        try:
+            _, status = os.waitpid(commit.pid, os.WUNTRACED)
+            assert os.WIFSTOPPED(status)
+            cg = cgroups.backend(cid)
+            if pause == "--pause=true":
+                assert cg.is_frozen()
+                before = counter.read_text()
+                minictr("ps", check=True)  # 100 ms or so: a running loop counts thousands
+                assert counter.read_text() == before
+            else:
+                assert not cg.is_frozen()
+        finally:
+            os.kill(commit.pid, signal.SIGCONT)
+        _, err = commit.communicate(timeout=scaled(60))
+        # --pause=false reads /n as it changes: it may shrink under the reader (tar pads it)
+        assert commit.returncode == 0, err
+        assert not cgroups.backend(cid).is_frozen()
     if pause == "--pause=true":  # the layer is that one moment: the counter as it stood
         # (maybe empty: a freeze stops `echo $i > /n` anywhere, its truncate done or not)
         r = minictr("run", "--rm", "snap", "cat", "/n", check=True)
         assert r.stdout == before
-    minictr("rm", "busy", check=True)
     minictr("rmi", "snap", check=True)
 
 
@@ -587,19 +598,15 @@ def test_commit_freezes_a_running_container_while_it_reads_its_upper(minictr, mi
 def test_prune_thaws_a_container_whose_commit_was_killed(minictr, minictr_root):
     """A commit SIGKILLed while the container is frozen cannot thaw it; its pause lock is
     free then, and prune thaws the container (it is running: prune leaves it running)."""
-    proc = start("run", "--name", "busy", "busybox", "sh", "-c", BUSY)
-    assert read_line(proc) == "ready"
-    cid = state_of(minictr_root, "busy")["id"]
-    commit = start_commit(minictr_root, "minictr.image_io.commit:kill")
-    commit.communicate(timeout=scaled(60))
-    assert commit.returncode == -signal.SIGKILL
-    assert cgroups.backend(cid).is_frozen()
-    r = minictr("prune", check=True)
-    assert f"thawed {cid}" in r.stdout, r.stdout
-    assert not cgroups.backend(cid).is_frozen()
-    assert not (cgroups.OWNERS / f"{cid}.paused").exists()
-    end_busy(proc)
-    minictr("rm", "busy", check=True)
+    with busy_container(minictr, minictr_root) as (_, cid):
+        commit = start_commit(minictr_root, "minictr.image_io.commit:kill")
+        commit.communicate(timeout=scaled(60))
+        assert commit.returncode == -signal.SIGKILL
+        assert cgroups.backend(cid).is_frozen()
+        r = minictr("prune", check=True)
+        assert f"thawed {cid}" in r.stdout, r.stdout
+        assert not cgroups.backend(cid).is_frozen()
+        assert not (cgroups.OWNERS / f"{cid}.paused").exists()
 
 
 @pytest.mark.root

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minictr import diff
+from minictr import diff, walk
 from minictr.diff import Change, docker_lines, scan, tree_bytes
 
 # --- building layers by hand ----------------------------------------------------------------
@@ -563,3 +563,18 @@ def test_real_overlay_leaves_the_image_unchanged(overlay: dict[str, Path]) -> No
     change_things(overlay["merged"])
     umount(overlay["merged"])
     assert snapshot(overlay["lower"]) == before
+
+
+def test_a_symlink_replaced_before_its_readlink_reads_as_changed(tmp_path: Path) -> None:
+    """A running container swaps a symlink for a directory between the walk's listing and
+    its readlink (CI saw it: test_a_directory_swapped_for_a_symlink_never_shows_the_host).
+    readlinkat(2) then says EINVAL; the walk must read that as "changed meanwhile" and
+    leave the entry out, not end in a traceback."""
+    (tmp_path / "zzz").mkdir()
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as e:
+            walk.readlink(top, "zzz")
+    finally:
+        os.close(top)
+    assert e.value.errno in walk.CHANGED

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from minictr import tarlayer
 from minictr.diff import OPAQUE_XATTR, ftype_of, is_opaque
 from minictr.errors import StepError
 from minictr.overlay import mount_options
@@ -273,6 +274,26 @@ def test_write_layer_refuses_a_name_that_reads_as_a_whiteout(tmp_path: Path) -> 
         write_layer(tmp_path, io.BytesIO())
     assert e.value.step == "export layer"
 
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_padded_with_zeros(tmp_path: Path) -> None:
+    """commit --pause=false reads a running container's files: one may shrink between the
+    lstat that wrote its header and the read of its data. tar pads it, as GNU tar does;
+    tarfile alone fails the whole layer ("unexpected end of data")."""
+    (tmp_path / "n").write_bytes(b"12345\n")
+    st = os.lstat(tmp_path / "n")
+    os.truncate(tmp_path / "n", 2)  # as the container's `echo $i > /n` does, then writes
+    buf = io.BytesIO()
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with tarfile.open(fileobj=buf, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("n")
+            tarlayer._write_file(tar, (top, "n"), info, st, {})
+    finally:
+        os.close(top)
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        member = tar.extractfile("n")
+        assert member is not None and member.read() == b"12\0\0\0\0"
 
 # --- applying layers: what extract_layer makes of each member ------------------------------
 
