@@ -173,6 +173,10 @@ class Chaos(threading.Thread):
 
     names = itertools.count(1)  # soak-keep-N, soak-img-N: unique across threads and roots
     names_lock = threading.Lock()
+    # Kept containers whose command has exited (their run returned 0): only those are
+    # committed, so that a run of the image finds /kept. A commit of a running one is
+    # allowed (as `docker commit`), but it takes whatever the upper holds at that moment.
+    exited_kept: set[str] = set()
 
     def __init__(self, phase: str, label: str, root: Path, env: dict[str, str],
                  rng: random.Random, results: Results, stop: threading.Event) -> None:
@@ -190,7 +194,7 @@ class Chaos(threading.Thread):
     def argv_of(self, op: str) -> list[str] | None:
         """The command of op, None if it has no target right now."""
         containers = _listdir(self.root / "containers")
-        kept = [n for n in _listdir(self.root / "names") if n.startswith("soak-keep-")]
+        kept = [n for n in _listdir(self.root / "names") if n in self.exited_kept]
         images = [n.removesuffix(".json") for n in _listdir(self.root / "images")
                   if n.startswith("soak-img-") and n.endswith(".json")]
         if op == "prune":
@@ -221,6 +225,9 @@ class Chaos(threading.Thread):
             argv = self.argv_of(op)
             if argv:
                 code, _, stderr = execute(argv, self.env, None)
+                if op == "keep" and code == 0:
+                    with self.names_lock:
+                        self.exited_kept.add(argv[3])  # run --name NAME ...
                 self.results.add(Done(self.phase, self.label, op, tuple(argv), code, False,
                                       stderr))
             self.stop.wait(self.rng.uniform(0, 0.05))
