@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -56,10 +56,10 @@ KILLED = -signal.SIGKILL  # Popen's returncode for a runtime that our SIGKILL en
 TIMEOUT = 120.0  # seconds one command may take; longer is a hang, reported as one
 RECHECK_AFTER = 5.0  # a leftover found is looked for again this much later: gone, or stays
 CGROUPS = Path("/sys/fs/cgroup")
-OWNER_LOCKS = Path("/run/minictr/cgroups")  # minictr.cgroups.OWNERS: host-wide, ID.lock
-LEASES = Path("/run/minictr/network/leases")  # minictr.network.STATE_DIR/leases
-BRIDGE = "minictr0"  # minictr.network.BRIDGE
-VETH = re.compile(r"mctr[0-9a-f]{8}")  # minictr.network.VETH_PATTERN
+OWNER_LOCKS = Path("/run/minictr/cgroups")  # minictr.run.cgroups.OWNERS: host-wide, ID.lock
+LEASES = Path("/run/minictr/run/network/leases")  # minictr.run.network.STATE_DIR/leases
+BRIDGE = "minictr0"  # minictr.run.network.BRIDGE
+VETH = re.compile(r"mctr[0-9a-f]{8}")  # minictr.run.network.VETH_PATTERN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 # The runs: `minictr run --rm`, then one of these, chosen by weight.
@@ -176,7 +176,7 @@ class Chaos(threading.Thread):
     # Kept containers whose command has exited (their run returned 0): only those are
     # committed, so that a run of the image finds /kept. A commit of a running one is
     # allowed (as `docker commit`), but it takes whatever the upper holds at that moment.
-    exited_kept: set[str] = set()
+    exited_kept: ClassVar[set[str]] = set()
 
     def __init__(self, phase: str, label: str, root: Path, env: dict[str, str],
                  rng: random.Random, results: Results, stop: threading.Event) -> None:
@@ -285,7 +285,7 @@ def mount_points() -> list[str]:
 
 def minictr_cgroups() -> set[str]:
     """Directories at most 3 deep under /sys/fs/cgroup whose path names minictr: v1's
-    memory/minictr/ID, v2's minictr/ID (minictr.cgroups: PARENT/ID in each tree)."""
+    memory/minictr/ID, v2's minictr/ID (minictr.run.cgroups: PARENT/ID in each tree)."""
     found: set[str] = set()
     stack = [(str(CGROUPS), 1)]
     while stack:
@@ -498,7 +498,7 @@ def host_checks(base: Path, before: Host) -> dict[str, Check]:
             lambda: sorted(minictr_cgroups() - before.cgroups),
         "cgroup owner locks (/run/minictr/cgroups)":
             lambda: sorted(set(_listdir(OWNER_LOCKS)) - before.owner_locks),
-        "address leases (/run/minictr/network/leases)":
+        "address leases (/run/minictr/run/network/leases)":
             lambda: sorted(set(_listdir(LEASES)) - before.leases),
         "veth links (mctr*, ip -o link)":
             lambda: sorted(n for n in set(_listdir("/sys/class/net")) - before.links

@@ -47,17 +47,18 @@ PYTHON = sys.executable  # the venv's: the interpreter that `minictr` itself run
 MINICTR = str(Path(sys.executable).parent / "minictr")  # the console script, as users run it
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
-# The namespaces of `minictr run` (minictr/namespaces.py), and unshare(1)'s options for them.
+# The namespaces of `minictr run` (minictr/run/namespaces.py), and unshare(1)'s options for them.
 UNSHARE = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--net", "--cgroup", "--fork"]
 # What `run` imports, without running anything: cli.cmd_run imports these.
-RUN_IMPORTS = "import minictr.cli, minictr.container, minictr.report, minictr.spec, minictr.store"
+RUN_IMPORTS = ("import minictr.cli, minictr.run.container, minictr.show.report, minictr.spec, "
+               "minictr.store")
 # The standard library's modules that `run` cannot do without (its own code aside): the floor
 # of any Python runtime written as minictr is, with argparse and pathlib for readability.
 STDLIB_IMPORTS = "import argparse, ctypes, json, pathlib, shutil, signal, socket, typing"
 # Both then end as `minictr` does (minictr.cli.entry): os._exit, without tearing the modules
 # down one by one, which would add ~10 ms that `run` does not pay.
 QUICK_EXIT = "; import os; os._exit(0)"
-# Dependencies that `run` must not import (only `minictr.network` and cgroups v1 need them).
+# Dependencies that `run` must not import (only `minictr.run.network` and cgroups v1 need them).
 MUST_NOT_IMPORT = ("pyroute2",)  # cgroupspy is the cgroup v1 backend: expected on a v1 host
 IMPORTTIME_RUNS = 5
 

@@ -23,7 +23,7 @@ from minictr.explain import explain_to
 
 if TYPE_CHECKING:  # for annotations only: `run` imports these when it runs
     Verbs = argparse._SubParsersAction[argparse.ArgumentParser]
-    from minictr.container import Outcome
+    from minictr.run.container import Outcome
     from minictr.spec import Image, RunSpec
 
 HOSTNAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
@@ -258,7 +258,7 @@ def entry() -> NoReturn:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from minictr import cgroups, container, network, security, userns
+    from minictr.run import cgroups, container, network, security, userns
     from minictr.spec import RunSpec
     from minictr.store import check_name
 
@@ -296,7 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_report(outcome: Outcome, spec: RunSpec) -> None:
     """After the run: the title line, the change report's tree, limits, security (stderr)."""
-    from minictr import cgroups, report
+    from minictr.run import cgroups
+    from minictr.show import report
 
     sys.stdout.flush()
     where = "removed with --rm" if spec.remove else str(outcome.dirs.upper)
@@ -370,7 +371,7 @@ def ago(then: float | None, suffix: str = " ago") -> str:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from minictr import diff, report
+    from minictr.show import diff, report
     from minictr.store import Store, read_state
 
     store = Store.open()
@@ -381,7 +382,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from minictr import cgroups
+    from minictr.run import cgroups
     from minictr.store import Store, read_state, status
 
     store = Store.open()
@@ -400,7 +401,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     """One line per container, as `docker stats --no-stream`: its cgroup's numbers now if it
     runs, else the last ones, read as it exited."""
-    from minictr import cgroups
+    from minictr.run import cgroups
     from minictr.store import Store, read_state, status
 
     store = Store.open()
@@ -431,7 +432,7 @@ def used_of(used: int | None, limit: int | None, show: Callable[[int], str]) -> 
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from minictr import cgroups
+    from minictr.run import cgroups
     from minictr.store import Store, read_state, status
 
     store = Store.open()
@@ -448,7 +449,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from minictr import prune
+    from minictr.lifecycle import prune
     from minictr.store import Store
 
     removed = prune.prune(Store.open())
@@ -460,7 +461,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from minictr import layers, report
+    from minictr.show import layers, report
     from minictr.store import Store, read_state
 
     dirs = Store.open().find(args.container)
@@ -471,7 +472,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from minictr import demo
+    from minictr.show import demo
     from minictr.store import require_root
 
     require_root()
@@ -490,16 +491,16 @@ def table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from minictr import images
-    from minictr.report import human_size
+    from minictr.images import catalog
+    from minictr.show.report import human_size
     from minictr.store import Store
 
     store = Store.open()
-    all_images, damaged = images.scan_images(store)
+    all_images, damaged = catalog.scan_images(store)
     rows = [("NAME", "LAYERS", "SIZE", "SHARED", "CREATED")]
     for image in all_images:
         others = {d for i in all_images if i.name != image.name for d in i.digests}
-        shared = sum(images.layer_size(store, d) for d in image.digests if d in others)
+        shared = sum(catalog.layer_size(store, d) for d in image.digests if d in others)
         rows.append((image.name, str(len(image.digests)), human_size(image.size),
                      human_size(shared), ago(image.created)))
     table(rows, right=(1, 2, 3))
@@ -510,22 +511,22 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from minictr import image_io, images, recipes
-    from minictr.report import human_size
+    from minictr.images import archive, catalog, recipes
+    from minictr.show.report import human_size
     from minictr.store import Store
 
     store = Store.open()
     if args.image_verb == "build":
         image = recipes.build(store, args.name)
     elif args.image_verb == "import":
-        image = image_io.import_image(store, args.path, args.name)
+        image = archive.import_image(store, args.path, args.name)
     elif args.image_verb == "export":
-        image_io.export_image(store, args.name, args.file)
+        archive.export_image(store, args.name, args.file)
         print(f"exported {args.name} to {args.file} (an OCI image layout: "
               f"skopeo copy oci-archive:{args.file}:{args.name} ...)")
         return 0
     else:
-        image = images.get_existing(store, args.name)
+        image = catalog.get_existing(store, args.name)
         print(json.dumps([image_record(image)], indent=2))  # a list, as `docker image inspect`
         return 0
     layers = len(image.digests)
@@ -542,15 +543,15 @@ def image_record(image: Image) -> dict[str, object]:
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
-    from minictr import images
+    from minictr.images import catalog
     from minictr.store import Store
 
     store = Store.open()
     for name in args.images:
-        images.check_exists(store, name)  # all known, or nothing is removed
+        catalog.check_exists(store, name)  # all known, or nothing is removed
     for name in args.images:
-        with images.changing(store):
-            removed = images.remove(store, name)
+        with catalog.changing(store):
+            removed = catalog.remove(store, name)
         print(f"Untagged: {name}")
         for digest in removed:
             print(f"Deleted: {digest}")
@@ -558,22 +559,22 @@ def cmd_rmi(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from minictr import image_io
+    from minictr.images import archive
     from minictr.store import Store
 
     if args.explain:
         explain_to(sys.stderr)
-    image = image_io.commit(Store.open(), args.container, args.name, pause=args.pause)
+    image = archive.commit(Store.open(), args.container, args.name, pause=args.pause)
     print(f"{image.name}: {len(image.digests)} layers, the top one {image.digests[-1]}")
     return 0
 
 
 def cmd_df(args: argparse.Namespace) -> int:
-    from minictr import images
-    from minictr.report import human_size
+    from minictr.images import catalog
+    from minictr.show.report import human_size
     from minictr.store import Store
 
-    usage = images.disk_usage(Store.open())
+    usage = catalog.disk_usage(Store.open())
     rows = [("LAYER", "SIZE", "USED BY")]
     for digest, size, users in usage.layers:
         rows.append((digest.removeprefix("sha256:")[:12], human_size(size), ", ".join(users)))
@@ -591,7 +592,7 @@ def cmd_df(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    from minictr import network
+    from minictr.run import network
     from minictr.store import require_root
 
     require_root()

@@ -4,14 +4,14 @@ A step does two things. With ``--explain`` it prints, before the action, what is
 happen, the shell command that would do the same, and the function that does it, so a
 student can read the run like the tutorial:
 
-    minictr: => mount the overlay  [minictr.overlay.mount_overlay]
+    minictr: => mount the overlay  [minictr.run.overlay.mount_overlay]
     minictr:      $ mount -t overlay overlay -o lowerdir=...,upperdir=...,workdir=... merged
 
 And it turns an ``OSError`` from the kernel into the one error type, ``StepError``, naming
 the step, the errno and, where we know one, a hint that says what to do.
 
 For the tests, a step can be made to fail on purpose, as if the kernel had refused it: with
-``MINICTR_FAIL_AT=minictr.rootfs.pivot_into`` (the name --explain shows in brackets) that step
+``MINICTR_FAIL_AT=minictr.run.rootfs.pivot_into`` (the name --explain shows in brackets) that step
 raises EIO as it begins; with ``...:kill`` the runtime is SIGKILLed there instead; with
 ``...:stop`` the process stops itself there (SIGSTOP) until a race test continues it.
 So the suite can fail every step of a start in turn and check that nothing is left behind.

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 class Limits(NamedTuple):
     """What a container may use (--memory, --pids-limit, --cpus); None: no limit. Checked by
-    minictr.cgroups.parse_limits; minictr/cgroups/ says which file each one is written to."""
+    minictr.run.cgroups.parse_limits; minictr/run/cgroups/ says which file each one is written
+    to."""
 
     memory: int | None = None  # bytes, and no swap beyond them
     pids: int | None = None  # processes and threads at once (and the shim, while it starts)
@@ -46,7 +47,7 @@ class RunSpec(NamedTuple):
 
 class Port(NamedTuple):
     """-p HOSTPORT:CONTAINERPORT[/tcp|/udp]: the host's port leads to the container's (checked
-    by minictr.network.parse_ports; published there, as an nft DNAT rule)."""
+    by minictr.run.network.parse_ports; published there, as an nft DNAT rule)."""
 
     host: int
     container: int

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from minictr.errors import StepError
-from minictr.remove import remove_tree
+from minictr.fs.remove import remove_tree
 from minictr.spec import ContainerDirs
 
 DEFAULT_ROOT = "/var/lib/minictr"
@@ -150,10 +150,10 @@ class Store:
 
     def remove_container(self, dirs: ContainerDirs) -> None:
         """Free the name, then delete the directory (work/work is mode 000: root may): first
-        unmounting what is mounted in it, never crossing into a mount (minictr.remove).
+        unmounting what is mounted in it, never crossing into a mount (minictr.fs.remove).
         Its lock file goes last: while it is there, a runtime that removes its own container
         (--rm) is still seen holding it, and a concurrent prune leaves it alone.
-        Shell: rm names/NAME; then minictr.remove.shell_line(containers/ID)
+        Shell: rm names/NAME; then minictr.fs.remove.shell_line(containers/ID)
         """
         link = self.names / dirs.name
         if link.is_symlink() and os.readlink(link).endswith(dirs.id):

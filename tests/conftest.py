@@ -31,7 +31,8 @@ import pytest
 from tests.helpers import TIMEOUT_FACTOR, scaled
 
 IN_CI = os.environ.get("CI") == "true"
-CGROUP_V2_HOST = os.path.exists("/sys/fs/cgroup/cgroup.controllers")  # as minictr.cgroups sees it
+# as minictr.run.cgroups sees it
+CGROUP_V2_HOST = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
 # --- the root marker ------------------------------------------------------------------------

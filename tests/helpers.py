@@ -66,13 +66,14 @@ def tree_digest(root: Path) -> str:
 def damaged_layers(store: Path) -> list[str]:
     """The layers of the store at ``store`` whose files no longer hash to their digest.
 
-    A layer's digest is the sha256 of its tar, made from its files (minictr.images.add_layer):
+    A layer's digest is the sha256 of its tar, made from its files
+    (minictr.images.catalog.add_layer):
     writing the tar again and comparing says, byte for byte, whether anything changed, was
     added or was deleted in it since it was stored, whenever that was.
     """
     import json
 
-    from minictr import tarlayer
+    from minictr.images import tarlayer
 
     damaged = []
     for meta in sorted((store / "layers").glob("*.json")):

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pytest
 
-from minictr import cgroups
-from minictr.cgroups import MIB, Stats
-from minictr.cgroups.v1 import V1Cgroup
-from minictr.cgroups.v2 import V2Cgroup
 from minictr.errors import StepError
+from minictr.run import cgroups
+from minictr.run.cgroups import MIB, Stats
+from minictr.run.cgroups.v1 import V1Cgroup
+from minictr.run.cgroups.v2 import V2Cgroup
 from minictr.spec import Limits
 from tests.helpers import read_line, refused, scaled, start, wait_for_exit_of
 
@@ -569,7 +569,7 @@ def test_commit_freezes_a_running_container_while_it_reads_its_upper(minictr, mi
     Then it is thawed, and goes on. --pause=false, as Docker's, leaves it running."""
     with busy_container(minictr, minictr_root) as (_, cid):
         counter = minictr_root / "containers" / cid / "upper" / "n"
-        commit = start_commit(minictr_root, "minictr.image_io.commit:stop", pause)
+        commit = start_commit(minictr_root, "minictr.images.archive.commit:stop", pause)
         try:
             _, status = os.waitpid(commit.pid, os.WUNTRACED)
             assert os.WIFSTOPPED(status)
@@ -599,7 +599,7 @@ def test_prune_thaws_a_container_whose_commit_was_killed(minictr, minictr_root):
     """A commit SIGKILLed while the container is frozen cannot thaw it; its pause lock is
     free then, and prune thaws the container (it is running: prune leaves it running)."""
     with busy_container(minictr, minictr_root) as (_, cid):
-        commit = start_commit(minictr_root, "minictr.image_io.commit:kill")
+        commit = start_commit(minictr_root, "minictr.images.archive.commit:kill")
         commit.communicate(timeout=scaled(60))
         assert commit.returncode == -signal.SIGKILL
         assert cgroups.backend(cid).is_frozen()

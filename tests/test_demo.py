@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from minictr import demo, libc
+from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import step
+from minictr.show import demo
 from tests.conftest import fstype_of, mounts_under
 from tests.helpers import refused, scaled, tree_digest
 

@@ -1,4 +1,4 @@
-"""minictr.diff: hand-made upperdirs, and the upperdir of a real overlay mount.
+"""minictr.show.diff: hand-made upperdirs, and the upperdir of a real overlay mount.
 
 Whiteouts (mknod), trusted.* xattrs and mount need root: those tests are marked ``root``
 (conftest.py skips them without root, and fails them instead with CI=true).
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from minictr import diff, walk
-from minictr.diff import Change, docker_lines, scan, tree_bytes
+from minictr.fs import walk
+from minictr.show import diff
+from minictr.show.diff import Change, docker_lines, scan, tree_bytes
 
 # --- building layers by hand ----------------------------------------------------------------
 

@@ -10,32 +10,32 @@ pytestmark = pytest.mark.root
 
 # The run, in the order the issue and the tutorial give it: (words of the step, shell, where).
 STEPS = [
-    ("upper, work and merged", "mkdir -p $C/upper $C/work $C/merged", "minictr.container.run"),
-    ("create cgroup", "mkdir -p /sys/fs/cgroup/", "minictr.cgroups.for_container"),  # v1 or v2
-    ("move the shim into the cgroup", "echo ", "minictr.cgroups.join"),
+    ("upper, work and merged", "mkdir -p $C/upper $C/work $C/merged", "minictr.run.container.run"),
+    ("create cgroup", "mkdir -p /sys/fs/cgroup/", "minictr.run.cgroups.for_container"),  # v1 or v2
+    ("move the shim into the cgroup", "echo ", "minictr.run.cgroups.join"),
     ("unshare namespaces", "unshare --mount --uts --ipc --pid --net --cgroup --fork",
-     "minictr.namespaces._shim"),
-    ("mount private", "mount --make-rprivate /", "minictr.rootfs.make_mounts_private"),
+     "minictr.run.namespaces._shim"),
+    ("mount private", "mount --make-rprivate /", "minictr.run.rootfs.make_mounts_private"),
     ("overlay", "cd $LAYERS && mount -t overlay overlay -o nodev,lowerdir=$L1,upperdir=$C/upper,"
      "workdir=$C/work,redirect_dir=off,metacopy=off,index=off $C/merged",
-     "minictr.overlay.mount_overlay"),
+     "minictr.run.overlay.mount_overlay"),
     ("/proc", "mount -t proc -o nosuid,nodev,noexec proc $C/merged/proc",
-     "minictr.rootfs.mount_proc"),
-    ("/dev", "mount -t tmpfs", "minictr.rootfs.mount_dev"),
-    ("devpts", "mount -t devpts -o newinstance", "minictr.rootfs.mount_dev"),
-    ("/dev/shm", "mount -t tmpfs -o nosuid,nodev,mode=1777 shm", "minictr.rootfs.mount_dev"),
-    ("/sys read-only", "mount -t sysfs -o ro,", "minictr.rootfs.mount_sys"),
-    ("mask paths", "mount --bind /dev/null $C/merged/proc/", "minictr.security.mask_paths"),
+     "minictr.run.rootfs.mount_proc"),
+    ("/dev", "mount -t tmpfs", "minictr.run.rootfs.mount_dev"),
+    ("devpts", "mount -t devpts -o newinstance", "minictr.run.rootfs.mount_dev"),
+    ("/dev/shm", "mount -t tmpfs -o nosuid,nodev,mode=1777 shm", "minictr.run.rootfs.mount_dev"),
+    ("/sys read-only", "mount -t sysfs -o ro,", "minictr.run.rootfs.mount_sys"),
+    ("mask paths", "mount --bind /dev/null $C/merged/proc/", "minictr.run.security.mask_paths"),
     ("read-only", "mount --bind $C/merged/proc/sys $C/merged/proc/sys && mount -o remount,bind,ro,",
-     "minictr.security.make_read_only"),
+     "minictr.run.security.make_read_only"),
     ("pivot_root", "cd $C/merged && pivot_root . . && umount -l . && cd /",
-     "minictr.rootfs.pivot_into"),
-    ("hostname", "hostname shown", "minictr.container.set_hostname"),
-    ("loopback", "ip link set lo up", "minictr.network.loopback_up"),  # --network none
+     "minictr.run.rootfs.pivot_into"),
+    ("hostname", "hostname shown", "minictr.run.container.set_hostname"),
+    ("loopback", "ip link set lo up", "minictr.run.network.loopback_up"),  # --network none
     ("drop capabilities", "capsh --drop=cap_dac_read_search,",
-     "minictr.security.drop_capabilities"),
-    ("no_new_privs", "setpriv --no-new-privs", "minictr.security.set_no_new_privs"),
-    ("exec the command as PID 1", "exec env -i PATH=", "minictr.container.exec_command"),
+     "minictr.run.security.drop_capabilities"),
+    ("no_new_privs", "setpriv --no-new-privs", "minictr.run.security.set_no_new_privs"),
+    ("exec the command as PID 1", "exec env -i PATH=", "minictr.run.container.exec_command"),
 ]
 
 

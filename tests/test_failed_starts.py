@@ -29,7 +29,7 @@ from tests.helpers import damaged_layers, scaled
 
 USERNS = ["--userns", "100000:65536"]
 MODES = {"plain": [], "userns": USERNS}
-LAST_START_STEP = "minictr.container.exec_command"
+LAST_START_STEP = "minictr.run.container.exec_command"
 
 
 def in_namespace(propagation: str, *argv: str, timeout: float = 600) -> str:
@@ -140,7 +140,7 @@ def main(plan: dict[str, object]) -> None:
 
 
 def mount_points() -> list[str]:
-    from minictr.remove import mounts_under
+    from minictr.fs.remove import mounts_under
 
     return mounts_under(Path("/"))
 

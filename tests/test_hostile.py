@@ -150,7 +150,7 @@ def test_rm_of_a_container_whose_runtime_was_killed_removes_its_cgroup(minictr):
     exists) leaves it, and `rm NAME` must not leave it behind (the leak fixture checks)."""
     minictr("image", "build", "busybox", check=True)
     r = minictr("run", "--name", "killed", "busybox", "true",
-                env={"MINICTR_FAIL_AT": "minictr.cgroups.join:kill"})
+                env={"MINICTR_FAIL_AT": "minictr.run.cgroups.join:kill"})
     assert r.returncode == -9, r
     assert "killed" in minictr("ps", "-a", check=True).stdout
     assert minictr("rm", "killed", check=True).stdout == "killed\n"
@@ -188,7 +188,7 @@ def test_prune_of_another_root_leaves_the_empty_cgroup_of_a_starting_container(m
     """A container that is starting in one MINICTR_ROOT has its cgroup before any process
     is in it; a prune in another root called it an orphan and removed it (17 of 25 bridged
     starts failed). Its runtime owns it (cgroups.OWNERS) from before it exists."""
-    from minictr import cgroups
+    from minictr.run import cgroups
     from minictr.spec import Limits
 
     cid = os.urandom(32).hex()
@@ -235,7 +235,7 @@ def test_rmi_waits_for_a_starting_container_and_is_then_refused(minictr, minictr
     env = {**os.environ, "MINICTR_ROOT": str(minictr_root)}
     run = subprocess.Popen([sys.executable, "-m", "minictr", "run", "--name", "starting",
                             "busybox", "true"], env={**env, "MINICTR_FAIL_AT":
-                                                     "minictr.container.run:stop"},
+                                                     "minictr.run.container.run:stop"},
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
@@ -342,7 +342,7 @@ def test_rm_of_its_own_container_comes_after_the_cgroup_with_the_lock_held(minic
 
     minictr("image", "build", "busybox", check=True)
     env = {**os.environ, "MINICTR_ROOT": str(minictr_root),
-           "MINICTR_FAIL_AT": "minictr.container.remove_at_end:stop"}
+           "MINICTR_FAIL_AT": "minictr.run.container.remove_at_end:stop"}
     run = subprocess.Popen([sys.executable, "-m", "minictr", "run", "--rm", "--name", "ending",
                             "busybox", "sh", "-c", "exit 3"], env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

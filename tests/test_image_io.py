@@ -349,7 +349,7 @@ def test_rootfs_tarball(minictr, minictr_root, tmp_path, flags):
 
 def test_setuid_files_are_kept(minictr, minictr_root, tmp_path):
     """setuid, setgid and sticky bits survive an import and an export, as with Docker and
-    umoci: images need them (su, passwd, /tmp). A decision documented in minictr.tarlayer."""
+    umoci: images need them (su, passwd, /tmp). A decision documented in minictr.images.tarlayer."""
     base = busybox_layer(minictr)
     tarball = tmp_path / "rootfs.tar"
     with tarfile.open(tarball, "w") as tar:

@@ -1,4 +1,4 @@
-"""minictr.layers: the merged view drawn from hand-made layers, from a real container, and
+"""minictr.show.layers: the merged view drawn from hand-made layers, from a real container, and
 checked against the kernel's own merged view through a real overlay mount.
 
 Whiteouts (mknod), trusted.* xattrs and mount need root: those tests are marked ``root``.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from minictr import layers
-from minictr.diff import ftype_of
 from minictr.errors import StepError
-from minictr.layers import VISIBLE
-from minictr.overlay import OPTIONS
+from minictr.run.overlay import OPTIONS
+from minictr.show import layers
+from minictr.show.diff import ftype_of
+from minictr.show.layers import VISIBLE
 from tests.helpers import read_line, scaled, start
 
 # --- building layers by hand ----------------------------------------------------------------

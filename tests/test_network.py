@@ -1,4 +1,4 @@
-"""minictr.network on its own: parsing (no root), then the real bridge, veths, leases and nft
+"""minictr.run.network on its own: parsing (no root), then the real bridge, veths, leases and nft
 rules, against network namespaces the tests make themselves (`unshare --net`).
 
 Packets go only to loopback and to the test namespaces' own addresses: never beyond this
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from minictr import network
 from minictr.errors import StepError
-from minictr.network import Port
+from minictr.run import network
+from minictr.run.network import Port
 from tests.helpers import refused, scaled
 
 # A server for a test namespace: answers each connection with the address it came from.

@@ -1,4 +1,4 @@
-"""minictr.oci against the real other side: layouts and archives that umoci and skopeo wrote,
+"""minictr.images.oci against the real other side: layouts and archives that umoci and skopeo wrote,
 and archives minictr writes that umoci and skopeo must read.
 
 The root tests build an image with umoci (its unpack and repack keep file owners, so need
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from minictr import oci
 from minictr.errors import StepError
-from minictr.oci import ImageConfig, VerifyingReader, open_image, write_oci_layout_tar
+from minictr.images import oci
+from minictr.images.oci import ImageConfig, VerifyingReader, open_image, write_oci_layout_tar
 from tests.helpers import scaled
 
 BUSYBOX = Path("/bin/busybox")

@@ -1,4 +1,4 @@
-"""minictr.remove: a removal never reaches past the tree it removes (issue 17).
+"""minictr.fs.remove: a removal never reaches past the tree it removes (issue 17).
 
 Real mounts, real trees, as root: a mount inside the tree is unmounted first, or, if it is
 still there when the walk meets it, refused; a symlink is unlinked, never followed; a tree
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from minictr import libc, remove
+from minictr import libc
 from minictr.errors import StepError
+from minictr.fs import remove
 from tests.helpers import scaled, tree_digest
 
 pytestmark = pytest.mark.root
@@ -88,7 +89,7 @@ def test_a_tree_deeper_than_the_fd_limit_is_removed(base: Path) -> None:
 import os, resource, sys
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
 from pathlib import Path
-from minictr import remove
+from minictr.fs import remove
 resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
 fd = os.open({str(base)!r}, os.O_RDONLY)
 os.mkdir("deep", dir_fd=fd)
@@ -113,7 +114,8 @@ USERNS_MOUNTS = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from minictr import libc, userns
+from minictr import libc
+from minictr.run import userns
 from minictr.spec import ContainerDirs, IdMap, Image, ImageConfig
 base = Path(sys.argv[2])
 dirs = ContainerDirs("c" * 64, "c", base / "container")

@@ -1,4 +1,4 @@
-"""minictr.report: the explained tree, Docker's lines, and when to use colour."""
+"""minictr.show.report: the explained tree, Docker's lines, and when to use colour."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from minictr.diff import Change
-from minictr.report import human_size, render_docker, render_tree, use_color
+from minictr.show.diff import Change
+from minictr.show.report import human_size, render_docker, render_tree, use_color
 
 CHANGES = [
     Change(

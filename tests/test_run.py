@@ -220,12 +220,12 @@ def test_run_imports_nothing_it_does_not_use(minictr):
     import sys
 
     minictr("image", "build", "busybox", check=True)  # building is another matter
-    unused = ("pyroute2", "subprocess", "minictr.recipes", "minictr.prune",
-              "minictr.layers", "minictr.demo", "dataclasses", "logging", "tempfile")
+    unused = ("pyroute2", "subprocess", "minictr.images.recipes", "minictr.lifecycle.prune",
+              "minictr.show.layers", "minictr.show.demo", "dataclasses", "logging", "tempfile")
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroupspy is the v1 backend's
-        unused += ("cgroupspy", "minictr.cgroups.v1")
+        unused += ("cgroupspy", "minictr.run.cgroups.v1")
     else:
-        unused += ("minictr.cgroups.v2",)
+        unused += ("minictr.run.cgroups.v2",)
     code = ("import sys; from minictr import cli\n"
             "rc = cli.main(['run', '--rm', 'busybox', 'true'])\n"
             f"print(sorted(m for m in {unused!r} "

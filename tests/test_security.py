@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from minictr import security, userns
 from minictr.errors import StepError
+from minictr.run import security, userns
 from minictr.spec import IdMap, Image, ImageConfig, RunSpec
 from tests.helpers import read_line, refused, scaled, start, tree_digest
 
@@ -308,11 +308,10 @@ def test_userns_explain_shows_its_steps_in_order(minictr):
     assert r.returncode == 0, r.stderr
     where = [line.rsplit("[", 1)[1].rstrip("]") for line in r.stderr.splitlines()
              if line.startswith("minictr: => ")]
-    order = ["minictr.userns.create", "minictr.userns.idmapped_mounts", "minictr.userns.enter",
-             "minictr.namespaces._shim", "minictr.userns.attach", "minictr.overlay.mount_overlay",
-             "minictr.security.mask_paths", "minictr.rootfs.pivot_into",
-             "minictr.security.drop_capabilities", "minictr.security.set_no_new_privs",
-             "minictr.container.exec_command"]
+    order = ["minictr.run." + name for name in (
+        "userns.create", "userns.idmapped_mounts", "userns.enter", "namespaces._shim",
+        "userns.attach", "overlay.mount_overlay", "security.mask_paths", "rootfs.pivot_into",
+        "security.drop_capabilities", "security.set_no_new_privs", "container.exec_command")]
     assert [w for w in where if w in order] == order, where
     assert "echo '0 100000 65536' > /proc/$!/uid_map" in r.stderr
     assert "userxattr,redirect_dir=nofollow" in r.stderr

@@ -1,4 +1,4 @@
-"""minictr.tarlayer: layer tars in and out of overlay's form, checked with real files, real
+"""minictr.images.tarlayer: layer tars in and out of overlay's form, checked with real files, real
 tars (Python's tarfile, GNU tar, umoci) and a real overlay mount; and a corpus of hostile
 archives that must be refused without writing anything outside the destination.
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from minictr import tarlayer
-from minictr.diff import OPAQUE_XATTR, ftype_of, is_opaque
 from minictr.errors import StepError
-from minictr.overlay import mount_options
-from minictr.tarlayer import LayerStats, diff_id_of, extract_layer, write_layer
+from minictr.images import tarlayer
+from minictr.images.tarlayer import LayerStats, diff_id_of, extract_layer, write_layer
+from minictr.run.overlay import mount_options
+from minictr.show.diff import OPAQUE_XATTR, ftype_of, is_opaque
 
 MTIME = 1_700_000_000  # 2023-11-14, a whole second: tar headers keep whole seconds
 # A VFS_CAP_REVISION_2 security.capability value, as `setcap cap_setuid,cap_net_raw+ep`

@@ -326,7 +326,7 @@ def test_index_lists_every_chapter() -> None:
 
 @pytest.mark.parametrize("path", ALL_CHAPTERS, ids=chapter_id)
 def test_named_functions_exist(path: Path) -> None:
-    """A chapter names the function that does its step (`minictr.overlay.mount_overlay`)."""
+    """A chapter names the function that does its step (`minictr.run.overlay.mount_overlay`)."""
     for name in sorted(set(NAMED_FUNCTION.findall(path.read_text(encoding="utf-8")))):
         parts = name.split(".")
         for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes

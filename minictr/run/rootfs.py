@@ -2,7 +2,7 @@
 
 Every function here runs in the container's init, inside its new mount namespace, in the
 order container.init_container calls them (tutorial chapter 5). The masked and read-only paths
-over /proc and /sys are minictr.security's.
+over /proc and /sys are minictr.run.security's.
 """
 
 from __future__ import annotations

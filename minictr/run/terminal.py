@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from minictr import explain
 from minictr.explain import step
-from minictr.namespaces import send
+from minictr.run.namespaces import send
 
 
 def attach_new_pty(sock: socket.socket) -> None:

@@ -32,11 +32,13 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minictr import diff, libc, overlay
+from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import step
-from minictr.remove import remove_tree
-from minictr.report import use_color
+from minictr.fs.remove import remove_tree
+from minictr.run import overlay
+from minictr.show import diff
+from minictr.show.report import use_color
 
 LAYERS = ("lower", "upper", "work", "merged")  # made in DIR; the only things the demo makes
 DEFAULT_NAME = "overlay-demo"  # under the current directory: overlay-demo, overlay-demo-2, ...
@@ -45,11 +47,11 @@ CHECK_DIR = "check the demo directory"  # the step name of the errors about DIR
 WIDTH = 88  # the sentences are wrapped to this many columns, for a projector
 
 # The mount, as in the tutorial, plus the options minictr mounts every container with (see
-# minictr/overlay.py for why each one): the demo shows what minictr itself does.
+# minictr/run/overlay.py for why each one): the demo shows what minictr itself does.
 MOUNT_OPTIONS = overlay.mount_options([Path("lower")], Path("upper"), Path("work"))
 MOUNT_SHELL = (
     f"sudo mount -t overlay -o {MOUNT_OPTIONS} overlay merged\n"
-    f"# {','.join(overlay.OPTIONS)}: minictr's own options (minictr/overlay.py)"
+    f"# {','.join(overlay.OPTIONS)}: minictr's own options (minictr/run/overlay.py)"
 )
 MOUNT_HINTS = {
     errno.ENODEV: "this kernel has no overlay filesystem: sudo modprobe overlay",
@@ -348,7 +350,7 @@ def remove_layers(demo_dir: Path, made_dir: bool) -> None:
 
 # --- printing --------------------------------------------------------------------------------
 
-# SGR colours, see console_codes(4); whiteout red and opaque magenta, as in minictr.report.
+# SGR colours, see console_codes(4); whiteout red and opaque magenta, as in minictr.show.report.
 _SGR = {"title": "1", "shell": "36", "whiteout": "31", "opaque": "35", "note": "2"}
 
 

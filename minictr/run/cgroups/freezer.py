@@ -19,9 +19,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from minictr.cgroups import OWNERS, ROOT, backend
 from minictr.errors import StepError
 from minictr.explain import step
+from minictr.run.cgroups import OWNERS, ROOT, backend
 
 
 @contextlib.contextmanager

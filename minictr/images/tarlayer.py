@@ -70,13 +70,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from minictr import walk
-from minictr.diff import OPAQUE_XATTR, is_opaque_fd, is_whiteout
 from minictr.errors import StepError
 from minictr.explain import note, step
-from minictr.remove import remove_at
-from minictr.report import escaped
-from minictr.walk import Walk
+from minictr.fs import walk
+from minictr.fs.remove import remove_at
+from minictr.fs.walk import Walk
+from minictr.show.diff import OPAQUE_XATTR, is_opaque_fd, is_whiteout
+from minictr.show.report import escaped
 
 IMPORT = "import layer"
 EXPORT = "export layer"

@@ -26,7 +26,7 @@ Why these choices:
   172.30.0.0/24), not podman's 10.88.0.0/16, libvirt's 192.168.122.0/24 or Kubernetes'
   10.96.0.0/12 and 10.244.0.0/16. The bridge is refused, with a hint, if a route of the host
   overlaps it anyway; MINICTR_SUBNET=10.77.0.0/24 chooses another when the bridge is made.
-- Addresses are leases: /run/minictr/network/leases/ADDRESS, flock(2)-ed by the runtime for
+- Addresses are leases: /run/minictr/run/network/leases/ADDRESS, flock(2)-ed by the runtime for
   the container's whole life (as its own lock is). An address is free exactly when no process
   holds its file, so two containers never share one, even started at the same moment, and a
   runtime killed with SIGKILL frees it at once. They live in /run, not in MINICTR_ROOT: the

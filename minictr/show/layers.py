@@ -44,10 +44,10 @@ from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
 
-from minictr import walk
-from minictr.diff import Change, ftype_of, is_opaque_fd, is_whiteout, noun, scan
 from minictr.errors import StepError
-from minictr.report import escaped
+from minictr.fs import walk
+from minictr.show.diff import Change, ftype_of, is_opaque_fd, is_whiteout, noun, scan
+from minictr.show.report import escaped
 
 UPPER = 0  # layer numbers: 0 is upper, 1.. the lowers, top-most first, as in lowerdir=
 
@@ -74,7 +74,7 @@ _SGR = {"upper": "32", "deleted": "31;9", "hidden": "35;9", "opaque": "35", "gon
 MAX_DEPTH = 32
 
 # One directory of the merged view: (layer, an fd on its directory there) for each layer that
-# takes part, top-most first. Every layer is read by fd (minictr.walk): the upper is the
+# takes part, top-most first. Every layer is read by fd (minictr.fs.walk): the upper is the
 # container's, and a symlink it swaps in for a directory must not lead to the host.
 _Stack = list[tuple[int, int]]
 # One layer's entry at a name: (layer, the fd of the directory holding it, its lstat).

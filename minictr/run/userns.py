@@ -5,7 +5,7 @@
     on the host        100000   100001       ...  165535
 
 Without it, uid 0 in a container *is* the host's uid 0, held in only by the capabilities,
-masks and namespaces of minictr.security. With it, root in the container is root only over
+masks and namespaces of minictr.run.security. With it, root in the container is root only over
 what its user namespace owns (its mount, UTS, IPC, PID, network and cgroup namespaces, all
 made after it); to the rest of the host it is uid 100000, which owns nothing.
 

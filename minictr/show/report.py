@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, TextIO
 
-from minictr.diff import Change, docker_lines
+from minictr.show.diff import Change, docker_lines
 
 # SGR colours, see console_codes(4): A green, C yellow, D red, opaque magenta.
 _SGR = {"A": "32", "C": "33", "D": "31", "O": "35"}

@@ -4,7 +4,7 @@
     images/debian/    a minimal Debian made by debootstrap --variant=minbase
 
 Each recipe makes one layer: the files are laid out in a new directory of the layer store,
-which then takes its digest as its name (minictr.images.add_layer).
+which then takes its digest as its name (minictr.images.catalog.add_layer).
 """
 
 from __future__ import annotations
@@ -18,14 +18,27 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from minictr import images
 from minictr.errors import StepError
 from minictr.explain import step
-from minictr.remove import remove_tree
+from minictr.fs.remove import remove_tree
+from minictr.images import catalog
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store
 
 BUILDERS = ("busybox", "debian")
+# The recipes live in the repository's images/ directory; `make setup` installs minictr in
+# editable mode, so they are found next to the package.
+RECIPES = Path(__file__).resolve().parents[2] / "images"
+
+
+def build_missing(store: Store, name: str) -> Image:
+    """`run` of an image the store does not have: built from its recipe (busybox, on first
+    use), or, with no recipe of that name, "no such image"."""
+    if name not in BUILDERS:
+        raise StepError("find image", f"no such image: {name}",
+                        hint="list images with: minictr images; build one with: "
+                        "minictr image build busybox")
+    return build(store, name)
 
 
 def build(store: Store, name: str) -> Image:
@@ -33,20 +46,20 @@ def build(store: Store, name: str) -> Image:
     if name not in BUILDERS:
         raise StepError("build image", f"no recipe for {name!r}",
                         hint=f"minictr knows: {', '.join(BUILDERS)}")
-    recipe = images.RECIPES / name
+    recipe = RECIPES / name
     config = json.loads((recipe / "image.json").read_text())
     fill = {"busybox": build_busybox, "debian": build_debian}[name]
-    with images.changing(store):
+    with catalog.changing(store):
         if (store.images / f"{name}.json").exists():
-            return images.load(store, name)  # built already; containers may be using it
-        digest, new = images.add_layer(store, lambda rootfs: fill(recipe, rootfs),
+            return catalog.load(store, name)  # built already; containers may be using it
+        digest, new = catalog.add_layer(store, lambda rootfs: fill(recipe, rootfs),
                                        f"recipe images/{name}")
         try:
-            return images.register(store, name, [digest], ImageConfig(
+            return catalog.register(store, name, [digest], ImageConfig(
                 cmd=tuple(config["cmd"]), env=tuple(config["env"])), f"recipe images/{name}")
         except BaseException:
             if new:
-                images.forget_new_layers(store, [digest])
+                catalog.forget_new_layers(store, [digest])
             raise
 
 

@@ -5,7 +5,7 @@
     layers/<hex>.json       its digest, size and where it came from
     images/<name>.json      its layers (bottom first), its config, where it came from
 
-A layer is stored once, under the sha256 of its OCI layer tar (minictr.tarlayer.write_layer),
+A layer is stored once, under the sha256 of its OCI layer tar (minictr.images.tarlayer.write_layer),
 however many images use it: two images built on one base share that base's directory, and so
 does every container of them. `run` mounts lowerdir=top:...:bottom; a layer is never written to.
 """
@@ -23,13 +23,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from minictr.errors import StepError
-from minictr.remove import remove_tree
+from minictr.fs.remove import remove_tree
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store, check_name, hold_lock, read_state
-
-# The recipes live in the repository's images/ directory; `make setup` installs minictr in
-# editable mode, so they are found next to the package.
-RECIPES = Path(__file__).resolve().parent.parent / "images"
 
 # mount(2) copies at most one page of options, so lowerdir=... must fit in 4095 bytes with the
 # rest. minictr names lowers relative to layers/ (65 bytes each): about 60 layers fit. The
@@ -37,19 +33,9 @@ RECIPES = Path(__file__).resolve().parent.parent / "images"
 MAX_MOUNT_OPTIONS = 4095
 
 
-def build_if_missing(store: Store, name: str) -> Image | None:
-    """Build a recipe's image (busybox) that the store does not have yet, and return it;
-    None when the store has it already (nothing is read). Anything else: no such image."""
-    check_name(name, "image name")
-    if (store.images / f"{name}.json").exists():
-        return None
-    if not (RECIPES / name / "image.json").exists():
-        raise StepError("find image", f"no such image: {name}",
-                        hint="list images with: minictr images; build one with: "
-                        "minictr image build busybox")
-    from minictr import recipes  # only when building: it imports what `run` never needs
-
-    return recipes.build(store, name)
+def exists(store: Store, name: str) -> bool:
+    """Whether the store has a record of the image (nothing is read)."""
+    return (store.images / f"{check_name(name, 'image name')}.json").exists()
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -132,7 +118,7 @@ def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[
     step fails). The digest is the sha256 of the layer's OCI tar, as `image export` writes it.
     Shell: mkdir layers/.tmp; tar -xf LAYER -C layers/.tmp; mv layers/.tmp layers/HEX
     """
-    from minictr import tarlayer  # the tar code is for building, importing and committing
+    from minictr.images import tarlayer  # the tar code is for building, importing and committing
 
     with scratch_dir(store) as tmp:
         fill(tmp)
@@ -169,7 +155,7 @@ def scratch_dir(store: Store) -> Iterator[Path]:
 
 
 def _apparent_bytes(root: Path) -> int:
-    from minictr import diff
+    from minictr.show import diff
 
     return diff.tree_bytes(root)
 
@@ -290,7 +276,7 @@ class DiskUsage(NamedTuple):
 
 def disk_usage(store: Store) -> DiskUsage:
     """What `minictr df` shows: each layer counted once, and what copies would cost instead."""
-    from minictr import diff
+    from minictr.show import diff
 
     images = all_images(store)
     users: dict[str, list[str]] = {}

@@ -28,7 +28,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from minictr.cgroups import (
+from minictr.errors import StepError
+from minictr.run.cgroups import (
     CPU_PERIOD_US,
     FREEZE_TIMEOUT,
     NEEDS,
@@ -48,7 +49,6 @@ from minictr.cgroups import (
     wait_until_empty,
     write,
 )
-from minictr.errors import StepError
 from minictr.spec import Limits
 
 CONTROLLERS = ("memory", "pids", "cpu")

@@ -1,7 +1,8 @@
 """Images in and out: import an archive, commit a container, export an OCI image.
 
 Everything crosses as OCI layer tars, where a deletion is a `.wh.NAME` file; on disk, a layer
-is in overlay's form, where it is a 0:0 character device (minictr.tarlayer converts both ways).
+is in overlay's form, where it is a 0:0 character device (minictr.images.tarlayer converts
+both ways).
 
     import   archive ──oci.open_image──▶ layer tars ──tarlayer.extract_layer──▶ layers/HEX/
     commit   containers/ID/upper ──tarlayer.write_layer──▶ tar ──extract_layer──▶ layers/HEX/
@@ -18,22 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from minictr import explain, images, oci, tarlayer
-from minictr.cgroups import freezer
+from minictr import explain
 from minictr.errors import StepError
 from minictr.explain import note, progress, step
+from minictr.images import catalog, oci, tarlayer
+from minictr.run.cgroups import freezer
 from minictr.spec import Image, ImageConfig
 from minictr.store import Store, read_state, status
 
 
 def import_image(store: Store, path: Path, name: str) -> Image:
     """`minictr image import PATH NAME`. Shell (roughly): umoci unpack, then mv the layers."""
-    images.check_name_free(store, name)  # before any long work
+    catalog.check_name_free(store, name)  # before any long work
     if not path.exists():
         raise StepError("import image", f"{path} does not exist")
     added: list[str] = []
-    with images.changing(store), oci.open_image(path) as source:
-        images.check_name_free(store, name)
+    with catalog.changing(store), oci.open_image(path) as source:
+        catalog.check_name_free(store, name)
         note(f"{path} is a {source.format}; layers: {len(source.layers)}")
         try:
             digests = []
@@ -41,15 +43,15 @@ def import_image(store: Store, path: Path, name: str) -> Image:
                 with step(f"import layer {number} of {len(source.layers)}",
                           "tar -xf LAYER.tar -C $LAYERS/.tmp  (and .wh.NAME → mknod NAME c 0 0)"):
                     what = f"layer {number} of {len(source.layers)}"
-                    digest, new = images.add_layer(
+                    digest, new = catalog.add_layer(
                         store, lambda d, layer=layer, what=what: extract_verified(layer, d, what),
                         f"{source.format} {path}")
                 added += [digest] if new else []
                 digests.append(digest)
-            return images.register(store, name, digests, source.config,
+            return catalog.register(store, name, digests, source.config,
                                    f"import of {source.format} {path}")
         except BaseException:
-            images.forget_new_layers(store, added)
+            catalog.forget_new_layers(store, added)
             raise
 
 
@@ -73,42 +75,42 @@ def commit(store: Store, container: str, name: str, pause: bool = True) -> Image
     """
     dirs = store.find(container)
     state = read_state(dirs)
-    images.check_name_free(store, name)
+    catalog.check_name_free(store, name)
     explain.define("C", dirs.path)
     explain.define("ID", dirs.id)
     running = status(dirs, state) == "running"
     if running and not pause:
         note("the container is running: files it writes at this moment may be caught half-way")
-    with images.changing(store), tempfile.TemporaryFile(dir=store.layers) as tar:
-        images.check_name_free(store, name)
+    with catalog.changing(store), tempfile.TemporaryFile(dir=store.layers) as tar:
+        catalog.check_name_free(store, name)
         with (freezer.paused(dirs.id) if running and pause else contextlib.nullcontext()), \
                 step("write the upper directory as an OCI layer tar",
                      f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)"):
             tarlayer.write_layer(dirs.upper, tar)
         tar.seek(0)
         with step("store it as a new layer", "tar -xf layer.tar -C $LAYERS/.tmp"):
-            digest, new = images.add_layer(store, lambda d: tarlayer.extract_layer(tar, d),
+            digest, new = catalog.add_layer(store, lambda d: tarlayer.extract_layer(tar, d),
                                            f"commit of {dirs.name}")
         try:
             config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in state["config"].items()})
-            return images.register(store, name, [*state["layers"], digest], config,
+            return catalog.register(store, name, [*state["layers"], digest], config,
                                    f"commit of container {dirs.name}")
         except BaseException:
             if new:
-                images.forget_new_layers(store, [digest])
+                catalog.forget_new_layers(store, [digest])
             raise
 
 
 def export_image(store: Store, name: str, file: Path) -> None:
     """`minictr image export NAME FILE`: an OCI image layout in one tar (umoci and skopeo
     read it: skopeo copy oci-archive:FILE:NAME ...)."""
-    image = images.get_existing(store, name)
+    image = catalog.get_existing(store, name)
     if file.exists() or file.is_symlink():
         raise StepError("export image", f"{file} exists", hint="remove it, or choose another")
     if not file.parent.is_dir():
         raise StepError("export image", f"{file.parent} is not a directory")
-    with images.scratch_dir(store) as tmp:
+    with catalog.scratch_dir(store) as tmp:
         tars, diff_ids = [], []
         for number, (layer, digest) in enumerate(zip(image.layers, image.digests, strict=True)):
             tar = Path(tmp) / f"{number}.tar"

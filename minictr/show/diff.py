@@ -14,7 +14,7 @@ hidden without a whiteout each.
 
 Everything here only reads (lstat, readlink, getxattr); nothing follows a symlink. The
 upper is the container's, and may change while it is read: it is walked by fd
-(minictr.walk), so a symlink swapped in for a directory shows as a symlink, never as what it
+(minictr.fs.walk), so a symlink swapped in for a directory shows as a symlink, never as what it
 points to.
 
 Shell: find UPPER -printf '%y %m %s %p\\n'; getfattr -n trusted.overlay.opaque UPPER/DIR
@@ -30,8 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from minictr import walk
-from minictr.walk import NO_XATTR, OPEN_DIR, Walk
+from minictr.fs import walk
+from minictr.fs.walk import NO_XATTR, OPEN_DIR, Walk
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # Set by the kernel on copy-up (when the lower fs can make file handles): "this came from a
@@ -175,7 +175,7 @@ def noun(ftype: str) -> str:
 
 # --- walking the upperdir beside the lower layers ---------------------------------------
 #
-# The upper is walked by minictr.walk (by fd: the container may change it meanwhile), with a
+# The upper is walked by minictr.fs.walk (by fd: the container may change it meanwhile), with a
 # column for each lower layer: the directory at the same path in that layer, while the
 # merged view still shows it (top-most first; None where a layer has none).
 

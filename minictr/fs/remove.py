@@ -14,7 +14,7 @@ ever joined from names the container chose:
    parent and O_NOFOLLOW|O_DIRECTORY, so a symlink is never followed (it is unlinked);
 3. refuse, before deleting anything in it, a directory on another mount than the top: a
    mount that came back between 1 and 2 is left alone, with an error, not emptied.
-The walk is minictr.walk's DirStack: iterative (a container can make a tree 100 000 deep),
+The walk is minictr.fs.walk's DirStack: iterative (a container can make a tree 100 000 deep),
 with at most MAX_OPEN_FDS directory fds open; an older one is reopened through ".." when the
 walk comes back up, and checked to be the same directory (device and inode) it left.
 See: openat(2), unlinkat(2), statx(2) (STATX_MNT_ID), umount2(2), proc_pid_mountinfo(5).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from minictr import libc
 from minictr.errors import StepError
-from minictr.walk import OPEN_DIR, DirStack, open_dir
+from minictr.fs.walk import OPEN_DIR, DirStack, open_dir
 
 
 def remove_tree(path: Path, last: str | None = None) -> None:
@@ -94,7 +94,7 @@ def remove_at(parent: int, name: str, shown: Path, last: str | None = None) -> N
     """rm -rf --one-file-system NAME, relative to the directory fd ``parent`` (no unmounting:
     a mount inside is refused). ``shown`` names the tree in an error.
 
-    The walk is minictr.walk's DirStack, depth first, each directory removed last."""
+    The walk is minictr.fs.walk's DirStack, depth first, each directory removed last."""
     top_fd = _open_dir(parent, name)
     if top_fd is None:
         return

@@ -31,23 +31,13 @@ from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
 from typing import NamedTuple, NoReturn
 
-from minictr import (
-    cgroups,
-    diff,
-    explain,
-    images,
-    libc,
-    namespaces,
-    network,
-    overlay,
-    remove,
-    rootfs,
-    security,
-    terminal,
-    userns,
-)
+from minictr import explain, libc
 from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
 from minictr.explain import note, step
+from minictr.fs import remove
+from minictr.images import catalog
+from minictr.run import cgroups, namespaces, network, overlay, rootfs, security, terminal, userns
+from minictr.show import diff
 from minictr.spec import ContainerDirs, Image, Limits, RunSpec
 from minictr.store import Store, write_state
 
@@ -74,11 +64,14 @@ def run(spec: RunSpec) -> Outcome:
     if spec.userns:
         userns.check_host()
     overlay.check_upper_filesystem(store.containers)  # before the image: nothing is built
-    images.build_if_missing(store, spec.image)  # busybox, on first use
+    if not catalog.exists(store, spec.image):  # busybox: built from its recipe on first use
+        from minictr.images import recipes  # only then: it imports what `run` never needs
+
+        recipes.build_missing(store, spec.image)
     # No rmi until this container's state names the image's layers (released below)
-    image_lock = images.hold_for_start(store)
+    image_lock = catalog.hold_for_start(store)
     try:
-        image = images.get_existing(store, spec.image)  # read once, under the lock
+        image = catalog.get_existing(store, spec.image)  # read once, under the lock
         explain.define("LAYERS", store.layers)
         for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` has
             explain.define(f"L{number}", digest.removeprefix("sha256:"))

@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minictr.cgroups import (
+from minictr.errors import StepError
+from minictr.run.cgroups import (
     CPU_PERIOD_US,
     FREEZE_TIMEOUT,
     NEEDS,
@@ -59,7 +60,6 @@ from minictr.cgroups import (
     rmdir_if_empty,
     write,
 )
-from minictr.errors import StepError
 from minictr.spec import Limits
 
 if TYPE_CHECKING:

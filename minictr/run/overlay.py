@@ -4,7 +4,7 @@
 
 Reads find a file in upper if it is there, else in the lowers. The first write to a lower
 file copies it up whole into upper ("copy-up"); a deleted lower file leaves a whiteout in
-upper; a lower directory removed and made again is marked opaque. minictr.diff reads that.
+upper; a lower directory removed and made again is marked opaque. minictr.show.diff reads that.
 See Documentation/filesystems/overlayfs.rst in the kernel source.
 """
 

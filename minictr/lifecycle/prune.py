@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from minictr import cgroups, images, libc, network
-from minictr.cgroups import freezer
+from minictr import libc
 from minictr.explain import step
-from minictr.remove import mounts_under, remove_tree, shell_line
+from minictr.fs.remove import mounts_under, remove_tree, shell_line
+from minictr.images import catalog
+from minictr.run import cgroups, network
+from minictr.run.cgroups import freezer
 from minictr.store import Store, is_locked, read_state, status
 
 
@@ -47,8 +49,8 @@ def prune(store: Store) -> list[str]:
             remove_tree(leftover)
             lock.unlink(missing_ok=True)
             removed.append(f"{leftover.name}  (unfinished layer)")
-    with images.changing(store):
-        removed += [f"{d}  (unused layer)" for d in images.remove_unused_layers(store)]
+    with catalog.changing(store):
+        removed += [f"{d}  (unused layer)" for d in catalog.remove_unused_layers(store)]
     return removed
 
 
