@@ -68,6 +68,10 @@ class IdMap(NamedTuple):
     def line(self) -> str:
         return f"0 {self.host} {self.size}"
 
+    def maps(self, inside_id: int) -> bool:
+        """Whether the container has this id (uid or gid) at all."""
+        return 0 <= inside_id < self.size
+
 
 class ContainerDirs(NamedTuple):
     """Where one container lives on the host: ``$MINICTR_ROOT/containers/<id>/``."""

@@ -147,7 +147,7 @@ def test_v2_writes_these_files(tmp_path):
     assert cg.dirs == [root / "minictr/ID"]
     kernel_makes(cg.path, "memory.max", "memory.swap.max", "pids.max", "cpu.max", "cgroup.procs")
     cg.apply(LIMITS)
-    cg.join(4242)
+    cg.move_in(4242)
     assert {f.name: f.read_text() for f in cg.path.iterdir()} == {
         "memory.max": "67108864", "memory.swap.max": "0", "pids.max": "32",
         "cpu.max": "50000 100000", "cgroup.procs": "4242"}
@@ -388,7 +388,7 @@ def test_remove_kills_what_is_still_in_the_cgroup(frozen):
     cg.create()
     sleeper = subprocess.Popen(["sleep", "1000"])
     try:
-        cg.join(sleeper.pid)
+        cg.move_in(sleeper.pid)
         assert cg.procs() == {sleeper.pid}
         if frozen:
             assert cg.freeze() and cg.is_frozen()
@@ -445,7 +445,7 @@ def test_v2_backend_on_cgroup2(cgroup2):
     cg.create()
     sleeper = subprocess.Popen(["sleep", "1000"])
     try:
-        cg.join(sleeper.pid)
+        cg.move_in(sleeper.pid)
         assert cg.procs() == {sleeper.pid}
         assert cg.stats().cpu_ns is not None  # cpu.stat's usage: in every v2 cgroup
         cg.remove()  # cgroup.kill, populated 0, rmdir, and minictr/ when empty
@@ -496,7 +496,7 @@ def test_v2_host_oom_is_read_from_memory_events(minictr, minictr_root):
 
 @pytest.mark.root
 def test_a_process_moves_itself_in_and_out(cgroup2):
-    """join_self and leave_self, as the shim uses them: "0" moves the writer. On v2 (here, a
+    """move_in() and move_out(), as the shim uses them: "0" moves the writer. On v2 (here, a
     private cgroup2) cgroup.procs; on a v1 host, also the real v1 trees, through `tasks`."""
     backends = [V2Cgroup(f"test-{uuid.uuid4().hex[:12]}", cgroup2)]
     if not Path("/sys/fs/cgroup/cgroup.controllers").exists():  # a v1 host: its trees too
@@ -504,15 +504,15 @@ def test_a_process_moves_itself_in_and_out(cgroup2):
     for cg in backends:
         cg.create()
         try:
-            back = cg.runtime_dirs()
+            back = cg.runtime_cgroups()
             reader, writer = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child moves itself in, then back; says who is in, each time
                 code = 1
                 try:
-                    cg.join_self()
+                    cg.move_in()
                     os.write(writer, f"{sorted(cg.procs())}\n".encode())
-                    cg.leave_self(back)
+                    cg.move_out(back)
                     os.write(writer, f"{sorted(cg.procs())}\n".encode())
                     code = 0
                 finally:
@@ -617,7 +617,7 @@ def test_v2_freeze_and_thaw_on_cgroup2(cgroup2):
     cg.create()
     sleeper = subprocess.Popen(["sleep", "1000"])
     try:
-        cg.join(sleeper.pid)
+        cg.move_in(sleeper.pid)
         assert cg.freeze() and cg.is_frozen()
         assert "frozen 1" in (cg.path / "cgroup.events").read_text()
         cg.thaw()

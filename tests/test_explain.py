@@ -12,9 +12,9 @@ pytestmark = pytest.mark.root
 STEPS = [
     ("upper, work and merged", "mkdir -p $C/upper $C/work $C/merged", "minictr.run.container.run"),
     ("create cgroup", "mkdir -p /sys/fs/cgroup/", "minictr.run.cgroups.for_container"),  # v1 or v2
-    ("move the shim into the cgroup", "echo ", "minictr.run.cgroups.join"),
+    ("move the shim into the cgroup", "echo ", "minictr.run.cgroups.move_shim_in"),
     ("unshare namespaces", "unshare --mount --uts --ipc --pid --net --cgroup --fork",
-     "minictr.run.namespaces._shim"),
+     "minictr.run.namespaces.unshare_namespaces"),
     ("mount private", "mount --make-rprivate /", "minictr.run.rootfs.make_mounts_private"),
     ("overlay", "cd $LAYERS && mount -t overlay overlay -o nodev,lowerdir=$L1,upperdir=$C/upper,"
      "workdir=$C/work,redirect_dir=off,metacopy=off,index=off $C/merged",

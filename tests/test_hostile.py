@@ -150,7 +150,7 @@ def test_rm_of_a_container_whose_runtime_was_killed_removes_its_cgroup(minictr):
     exists) leaves it, and `rm NAME` must not leave it behind (the leak fixture checks)."""
     minictr("image", "build", "busybox", check=True)
     r = minictr("run", "--name", "killed", "busybox", "true",
-                env={"MINICTR_FAIL_AT": "minictr.run.cgroups.join:kill"})
+                env={"MINICTR_FAIL_AT": "minictr.run.cgroups.move_shim_in:kill"})
     assert r.returncode == -9, r
     assert "killed" in minictr("ps", "-a", check=True).stdout
     assert minictr("rm", "killed", check=True).stdout == "killed\n"

@@ -309,7 +309,7 @@ def test_userns_explain_shows_its_steps_in_order(minictr):
     where = [line.rsplit("[", 1)[1].rstrip("]") for line in r.stderr.splitlines()
              if line.startswith("minictr: => ")]
     order = ["minictr.run." + name for name in (
-        "userns.create", "userns.idmapped_mounts", "userns.enter", "namespaces._shim",
+        "userns.create", "userns.idmapped_mounts", "userns.enter", "namespaces.unshare_namespaces",
         "userns.attach", "overlay.mount_overlay", "security.mask_paths", "rootfs.pivot_into",
         "security.drop_capabilities", "security.set_no_new_privs", "container.exec_command")]
     assert [w for w in where if w in order] == order, where

@@ -1,21 +1,29 @@
 """The recipe: one `minictr run`, top to bottom, in the order of the tutorial's chapters.
 
-    run()                         on the host, as the runtime
-      1 create upper/work/merged    store.Store.new_container
-      2 create the cgroup           cgroups.for_container: mkdir, the limits (nothing in it yet)
-      3 start the shim              namespaces.spawn: it waits for "go"
-      4 go: into the cgroup         cgroups.join, in the shim: the container never runs unlimited
-      5 namespaces and init         the shim unshares (mount, UTS, IPC, PID, net, cgroup), forks
-      6 wait until started          the init reports what it masked, then an error or its exec
-      7 wait for the exit           terminal.relay when interactive; signals are passed on
-      8 what the limits did         cgroups: peak memory, OOM kills, forks refused, cpu time
-      9 what changed                diff.scan of the upperdir against the image
-     (undo) kill and reap; remove the cgroup
-    init_container()              inside, as PID 1 of the new PID namespace
-      make / rprivate → mount the overlay → /proc, /dev, /sys → mask and read-only paths →
-      pivot_root → hostname → drop capabilities → no_new_privs → exec     (ch.10: security.py)
-    --userns: a user namespace and idmapped mounts first (userns.prepared), the shim enters
-      it (userns.enter), the init attaches the mounts and uses them (userns.attach)
+Three processes, each a function of this module (as contained.c has main and child):
+
+    run()                  on the host, as the runtime
+      the image              busybox is built from its recipe on first use
+      upper/work/merged      store.Store.new_container; state.json (first_state)
+      the cgroup (ch.8)      cgroups.for_container: mkdir, the limits; nothing in it yet
+      --userns (ch.10)       userns.prepared: the user namespace, idmapped mounts
+      the network (ch.9)     network.attached: an address, port rules (eth0 needs init's pid)
+      spawn the shim         namespaces.spawn(shim): it waits for "go"
+      go; init's pid         the shim moves into the cgroup, unshares, forks init
+      shim out, eth0, ready  cgroups.move_shim_out (if it could not), net.connect, say_ready
+      wait for the exec      wait_for_exec: the init's steps, its errors, the pty
+      wait for the exit      terminal.relay when interactive; signals are passed on
+      what the limits did    cg.stats: peak memory, OOM kills, forks refused, cpu time
+      what changed           diff.scan of the upperdir against the image
+      (undo, in reverse)     kill and reap; the network, the cgroup; the directory (--rm)
+    shim()                 between, because a new PID namespace is for children only
+      parent-death signal → wait for "go" → into the cgroup → (--userns: enter it) →
+      unshare(mount, UTS, IPC, PID, net, cgroup) → fork init → out of the cgroup (v1) →
+      report init's pid → wait for init, exit as it does
+    init_container()       inside, as PID 1 of the new PID namespace
+      wait for "ready" → make / rprivate → mount the overlay → /proc, /dev, /sys → mask and
+      read-only paths → /etc files → pivot_root → hostname → lo → workdir → (-t: a pty) →
+      drop capabilities → no_new_privs → exec     (ch.4, ch.10)
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import NamedTuple, NoReturn
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
 
 from minictr import explain, libc
 from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
@@ -42,6 +51,7 @@ from minictr.spec import ContainerDirs, Image, Limits, RunSpec
 from minictr.store import Store, write_state
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TTY_GID = 5  # the tty group, which owns the ptys (devpts gid=5), as Docker's containers have
 
 
 class Outcome(NamedTuple):
@@ -56,6 +66,24 @@ class Outcome(NamedTuple):
     stats: cgroups.Stats  # what its cgroup counted, read after the exit
     wall: float  # seconds from "go" to the exit
     security: security.Policy | None = None  # what it was allowed: capabilities, masks
+
+
+class Plan(NamedTuple):
+    """Everything the shim and the container's init need, decided on the host before the
+    fork: one record, handed down (a fork copies it), read and never changed."""
+
+    spec: RunSpec
+    layers: Path  # $LAYERS: the store's layer directories
+    image: Image
+    dirs: ContainerDirs
+    hostname: str
+    command: tuple[str, ...]
+    env: list[str]
+    policy: security.Policy
+    cgroup: cgroups.Cgroup
+    runtime_cgroups: list[Path]  # where the shim goes back to, once init is born
+    user_ns: userns.Prepared | None  # --userns: the user namespace and idmapped mounts
+    net: network.Attachment
 
 
 def run(spec: RunSpec) -> Outcome:
@@ -93,39 +121,35 @@ def run(spec: RunSpec) -> Outcome:
         # prune meanwhile sees it alive. A failed start leaves no trace; --rm, once reported.
         undo.callback(lambda: remove_at_end(store, dirs, started, removing))
         try:
-            write_state(dirs, id=dirs.id, name=dirs.name, image=image.name,
-                        command=list(command), hostname=hostname, env=env, created=time.time(),
-                        status="created", pid=None, exit_code=None, layers=list(image.digests),
-                        config=container_config(image, spec),
-                        lower=[str(p) for p in image.lowers], upper=str(dirs.upper),
-                        work=str(dirs.work), merged=str(dirs.merged),
-                        limits=limits_state(spec.limits), security=policy.as_dict())
+            write_state(dirs, **first_state(spec, image, dirs, command, hostname, env, policy))
         finally:
             os.close(image_lock)  # the state names the layers: rmi now sees this container
         # ch.8: the cgroup exists, limits written, before any process of the container does
         cg = undo.enter_context(cgroups.for_container(dirs.id, spec.limits))
-        ns = None
+        user_ns = None
         if spec.userns:  # the user namespace and the idmapped mounts, before the shim exists
-            ns = undo.enter_context(userns.prepared(spec.userns, dirs, image))
+            user_ns = undo.enter_context(userns.prepared(spec.userns, dirs, image))
         # ch.9: an address and the port rules before the shim exists (a taken port or a full
         # subnet is refused with nothing started); eth0 itself needs the init's pid, below
         net = undo.enter_context(network.attached(spec.network, spec.ports, dirs.id, dirs.name,
                                                   hostname, dirs.path))
         write_state(dirs, cgroup=cg.describe(), network=net.as_dict())
-        init = partial(init_container, spec, store, image, dirs, hostname, command, env,
-                       policy=policy, ns=ns, net=net)
-        back = cg.runtime_dirs()  # where the shim goes once init is born
-        # (with --userns the shim is then in the user namespace: it may not write the host's
-        # cgroup files, and the runtime moves it instead)
-        child = namespaces.spawn(init, partial(cgroups.join, cg, back),
-                                 None if ns else partial(cgroups.step_out, cg, back),
-                                 partial(userns.enter, ns) if ns else None,
-                                 host_network=spec.network == "host")
+        plan = Plan(spec, store.layers, image, dirs, hostname, command, env, policy, cg,
+                    cg.runtime_cgroups(), user_ns, net)
+        # ch.3: the shim, then (in it) the namespaces and the init: see shim() below
+        child = namespaces.spawn(partial(shim, plan))
         undo.callback(child.kill_and_reap)
         undo.enter_context(passing_signals_to(child))
         child.go()
         began = time.monotonic()
-        pty, mounted = wait_until_started(child, dirs, cg, net)
+        wait_for_init_pid(child)  # the shim has moved into the cgroup, unshared, forked init
+        if not child.shim_moved_out:  # v2, or --userns: the shim could not move itself
+            cgroups.move_shim_out(cg, plan.runtime_cgroups, child.shim_pid)
+        if net.waits_for_ready:  # ch.9: eth0 into the init's network namespace
+            net.connect(child.init_pid)
+        child.say_ready()  # the init waits for this before its first step
+        write_state(dirs, pid=child.init_pid, network=net.as_dict())
+        pty, mounted = wait_for_exec(child)  # the init's steps, until its exec or an error
         # ch.10: what the init mounted, not what it was asked: this kernel may lack some paths
         policy = policy.with_mounted(mounted.get("masked", ()), mounted.get("read_only", ()))
         started = True
@@ -149,6 +173,19 @@ def run(spec: RunSpec) -> Outcome:
         removing = spec.remove
     return Outcome(exit_code, dirs, image, changes, upper_bytes, spec.limits, stats, wall,
                    security=policy)
+
+
+def first_state(spec: RunSpec, image: Image, dirs: ContainerDirs, command: tuple[str, ...],
+                hostname: str, env: list[str], policy: security.Policy) -> dict[str, object]:
+    """state.json as it is first written, before anything of the container exists: what
+    `ps`, `inspect`, `commit` and `prune` read. Later writes change only some keys."""
+    return {"id": dirs.id, "name": dirs.name, "image": image.name, "command": list(command),
+            "hostname": hostname, "env": env, "created": time.time(), "status": "created",
+            "pid": None, "exit_code": None, "layers": list(image.digests),
+            "config": container_config(image, spec),
+            "lower": [str(p) for p in image.lowers], "upper": str(dirs.upper),
+            "work": str(dirs.work), "merged": str(dirs.merged),
+            "limits": limits_state(spec.limits), "security": policy.as_dict()}
 
 
 def record_after_exit(dirs: ContainerDirs, **changes: object) -> None:
@@ -203,32 +240,27 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
-                       cg: cgroups.Cgroup, net: network.Attachment
-                       ) -> tuple[int | None, dict[str, list[str]]]:
-    """Read the start-up socket until end-of-file; return the pty's master fd, if any, and
-    the paths the init masked and made read-only, as it reported them ({"mounted": ...}).
-    Once the init's pid is known: the shim out of the cgroup (if it could not step out by
-    itself), eth0 with --network bridge, then {"ready": true}, which the init waits for
-    before its first step."""
+def wait_for_init_pid(child: namespaces.Child) -> None:
+    """Read the start-up socket until the shim reports init's pid (child.init_pid), or an
+    error: a step of the shim failed (the cgroup, the user namespace, unshare)."""
+    while child.init_pid is None:
+        message = child.receive()
+        if message is None:
+            raise StepError("start the container", "its shim ended before it forked init "
+                            "(killed?)", hint="run again with --explain to see the last step")
+        raise_if_error(*message)
+    note(f"the container's init is PID {child.init_pid} on the host: look at it with "
+         f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
+
+
+def wait_for_exec(child: namespaces.Child) -> tuple[int | None, dict[str, list[str]]]:
+    """Read the start-up socket until end-of-file, while the init takes its steps; return the
+    pty's master fd, if any, and the paths the init masked and made read-only, as it
+    reported them ({"mounted": ...}). The end-of-file must come after {"exec": true}."""
     pty, execs, mounted = None, False, None
     while (message := child.receive()) is not None:
         data, fds = message
-        if "pid" in data:
-            note(f"the container's init is PID {child.init_pid} on the host: look at it with "
-                 f"ls -l /proc/{child.init_pid}/ns; cat /proc/{child.init_pid}/mountinfo")
-            if not data.get("shim_out"):  # v2, or --userns: the shim could not step out
-                shim_steps_out(cg, child.shim_pid)
-            if net.waits_for_ready:
-                net.connect(child.init_pid)
-            with suppress(BrokenPipeError, ConnectionResetError):  # init failed: its error
-                namespaces.send(child.sock, {"ready": True})  # is read next
-            # after "ready": the init goes on meanwhile
-            write_state(dirs, pid=child.init_pid, network=net.as_dict())
-        if "error" in data:
-            for fd in fds:
-                os.close(fd)
-            raise StepError.from_dict(data["error"])
+        raise_if_error(data, fds)
         if "pty" in data:
             pty = fds[0]
         if "mounted" in data:
@@ -244,22 +276,12 @@ def wait_until_started(child: namespaces.Child, dirs: ContainerDirs,
     return pty, mounted
 
 
-def shim_steps_out(cg: cgroups.Cgroup, shim_pid: int) -> None:
-    """Init is born inside the cgroup: the shim, minictr's and not the container's, goes back
-    to the runtime's cgroups. From now on the cgroup holds the container's processes only.
-
-    That matters for memory: the shim is a fork of this Python runtime, and the OOM killer
-    weighs every page a process has resident, shared with us or not; left in a small memory
-    cgroup it could be chosen over the command that used the memory, and the whole container
-    would die with it. Not a `step`, and silent: it happens while init explains its own
-    steps (cgroups.join's step shows it, in its shell lines).
-    """
-    try:
-        cg.leave(shim_pid)
-    except ProcessLookupError:  # the shim has exited: init failed already, and says why
-        return
-    except OSError as e:
-        raise StepError.from_os_error("move the shim out of the container's cgroup", e) from e
+def raise_if_error(data: dict[str, Any], fds: list[int]) -> None:
+    """A step of the shim or the init failed: its error, as the runtime's own."""
+    if "error" in data:
+        for fd in fds:
+            os.close(fd)
+        raise StepError.from_dict(data["error"])
 
 
 def wait_for_exit(child: namespaces.Child, pty: int | None) -> int:
@@ -296,32 +318,56 @@ def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+# --- between: the shim ------------------------------------------------------------------------
+
+
+def shim(plan: Plan, sock: socket.socket, runtime_pid: int) -> NoReturn:
+    """The shim: a fork of the runtime, the parent of the container's init. It exists because
+    a new PID namespace applies to the children of the process that unshares it, never to
+    that process itself (pid_namespaces(7)). Shell: unshare --fork ... does the same."""
+    try:
+        namespaces.die_with_parent(runtime_pid)  # a container never outlives its runtime
+        os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
+        namespaces.wait_for_go(sock)
+        # ch.8: first, while still root on the host: --userns's uid may not write there
+        cgroups.move_shim_in(plan.cgroup, plan.runtime_cgroups)
+        if plan.user_ns is not None:  # ch.10: the namespaces made next belong to this one
+            userns.enter(plan.user_ns)
+            namespaces.die_with_parent(runtime_pid)  # a change of uid clears it (prctl(2))
+        namespaces.unshare_namespaces(host_network=plan.spec.network == "host")  # ch.3
+        init_pid = namespaces.fork_init(partial(init_container, plan), sock)  # PID 1
+        moved_out = False
+        if plan.user_ns is None:  # in the user namespace it may not write the host's cgroups
+            moved_out = cgroups.move_shim_out(plan.cgroup, plan.runtime_cgroups)
+        namespaces.report_init(sock, init_pid, moved_out)
+    except StepError as e:  # the runtime reads the error, and undoes all (init included)
+        namespaces.send(sock, {"error": e.to_dict()})
+        os._exit(EXIT_RUNTIME_ERROR)
+    namespaces.exit_as(init_pid)  # the runtime waits for the shim: it exits as init does
+
+
 # --- inside the container ----------------------------------------------------------------------
 
 
-def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDirs,
-                   hostname: str, command: tuple[str, ...], env: list[str],
-                   sock: socket.socket, *, policy: security.Policy,
-                   ns: userns.Prepared | None = None,
-                   net: network.Attachment | None = None) -> NoReturn:
+def init_container(plan: Plan, sock: socket.socket) -> NoReturn:
     """PID 1 of the new namespaces: build the container's root, then become its command."""
+    spec, image, dirs, user_ns, policy = plan.spec, plan.image, plan.dirs, plan.user_ns, plan.policy
     try:
         os.setsid()  # its own session, as Docker's containers have: no host terminal signals
         namespaces.wait_until_ready(sock)  # the shim out of the cgroup, eth0 made (ch.9)
         rootfs.make_mounts_private()
-        if ns is None:
-            overlay.mount_overlay(store.layers, [p.name for p in image.lowers], dirs.upper,
+        if user_ns is None:
+            overlay.mount_overlay(plan.layers, [p.name for p in image.lowers], dirs.upper,
                                   dirs.work, dirs.merged)
             merged = dirs.merged
         else:  # --userns: the same directories, reached through the idmapped $C
-            mapped = userns.attach(ns)
-            overlay.mount_overlay(mapped / "lowers", [str(n) for n in
-                                                      range(len(image.layers), 0, -1)],
+            mapped = userns.attach(user_ns)
+            overlay.mount_overlay(mapped / "lowers", idmapped_lowers(len(image.layers)),
                                   mapped / "upper", mapped / "work", mapped / "merged",
                                   userxattr=True)
             merged = mapped / "merged"
         rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged, tty_group=ns is None or ns.idmap.size > 5)
+        rootfs.mount_dev(merged, tty_group=user_ns is None or user_ns.idmap.maps(TTY_GID))
         rootfs.mount_sys(merged, read_only=policy.sys_read_only)
         # ch.10: once /proc and /sys are there to mask, and before pivot_root, so that every
         # mount of the container is made here, under merged/
@@ -329,12 +375,12 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         read_only = security.make_read_only(merged, policy.read_only)
         # The runtime reports and records what was mounted, and only the init knows it
         namespaces.send(sock, {"mounted": {"masked": masked, "read_only": read_only}})
-        if net is not None:  # $C/hosts... onto /etc: while $C (merged's parent) is reachable
-            network.bind_files(merged.parent, merged, net.files)
+        # $C/hosts... onto /etc: while $C (merged's parent) is reachable
+        network.bind_files(merged.parent, merged, plan.net.files)
         rootfs.pivot_into(merged)
-        if ns is not None:
-            userns.forget(ns)  # no fd of the host's mounts may reach the command
-        set_hostname(hostname)
+        if user_ns is not None:
+            userns.forget(user_ns)  # no fd of the host's mounts may reach the command
+        set_hostname(plan.hostname)
         if spec.network != "host":  # a new network namespace has lo down
             network.loopback_up()
         enter_workdir(image.config.workdir)
@@ -343,13 +389,19 @@ def init_container(spec: RunSpec, store: Store, image: Image, dirs: ContainerDir
         # Last: every step above needed root's full powers (mount: CAP_SYS_ADMIN)
         security.drop_capabilities(policy.kept, policy.dropped)
         security.set_no_new_privs()  # from the exec on, no setuid binary gives them back
-        exec_command(command, env, sock, stdin_from_null=not spec.interactive)
+        exec_command(plan.command, plan.env, sock, stdin_from_null=not spec.interactive)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})
         os._exit(e.exit_code)
     except BaseException as e:  # a bug of ours: still one line, still 125
         namespaces.send(sock, {"error": StepError("start the container", repr(e)).to_dict()})
         os._exit(EXIT_RUNTIME_ERROR)
+
+
+def idmapped_lowers(count: int) -> list[str]:
+    """--userns: the layers as userns.attach puts them, $CM/lowers/1 (the bottom) to N,
+    named top first, as overlay's lowerdir= lists them."""
+    return [str(n) for n in reversed(range(1, count + 1))]
 
 
 def set_hostname(hostname: str) -> None:

@@ -11,7 +11,8 @@ process that unshares it (pid_namespaces(7)):
 Shell: unshare --mount --uts --ipc --pid --net --cgroup --fork COMMAND
 
 They talk over one SOCK_SEQPACKET socket pair, one JSON message per packet:
-runtime→shim "go"; shim→runtime {"pid": init's pid on the host}; runtime→init {"ready": true};
+runtime→shim "go"; shim→runtime {"pid": init's pid on the host, "shim_moved_out": ...};
+runtime→init {"ready": true};
 init→runtime {"error": ...}
 if a step fails, {"mounted": {"masked": [...], "read_only": [...]}} (the paths the security
 step really mounted over: the security line counts them), {"pty": ...} with the terminal's fd
@@ -29,6 +30,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, NoReturn
 
 import prctl
@@ -75,13 +77,20 @@ def exit_code_of(wait_status: int) -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, *, explained: bool = True) -> None:
     """Ask for SIGKILL when our parent dies, so a container never outlives its runtime.
 
     If the parent died before the request took effect we are already orphaned: leave now.
+    ``explained=False`` for the init, which asks at once after its fork, while the runtime
+    explains its own steps: two processes must never print (or wait for Enter) at once.
     Shell: setpriv --pdeathsig KILL          See: PR_SET_PDEATHSIG in prctl(2)
     """
-    prctl.set_pdeathsig(signal.SIGKILL)
+    if not explained:
+        prctl.set_pdeathsig(signal.SIGKILL)
+    else:
+        with step("ask for SIGKILL when its parent dies (the parent-death signal)",
+                  "setpriv --pdeathsig KILL"):
+            prctl.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(EXIT_RUNTIME_ERROR)
 
@@ -93,6 +102,7 @@ class Child:
         self.shim_pid = shim_pid
         self.sock = sock
         self.init_pid: int | None = None
+        self.shim_moved_out = False  # whether the shim left the cgroup by itself (v1)
         self._init_pidfd: int | None = None
         self._reaped_status: int | None = None
 
@@ -108,9 +118,19 @@ class Child:
         message = json.loads(data)
         if "pid" in message:
             self.init_pid = int(message["pid"])
+            self.shim_moved_out = bool(message.get("shim_moved_out"))
             # A pidfd names this very process, never a later one that reuses its pid.
             self._init_pidfd = os.pidfd_open(self.init_pid)
         return message, list(fds)
+
+    def say_ready(self) -> None:
+        """Tell the init it may take its first step: everything the runtime does for it from
+        the host (the shim out of the cgroup, eth0) is done. An init that has failed already
+        has closed its end: its error is the next message read."""
+        with step("tell the init it may start: what the host does for it is done",
+                  '# on the start-up socket: {"ready": true}'), \
+                suppress(BrokenPipeError, ConnectionResetError):
+            send(self.sock, {"ready": True})
 
     def signal(self, signum: int) -> None:
         """Pass a signal to the container's PID 1 (before it exists: kill the shim)."""
@@ -140,76 +160,73 @@ class Child:
         self.sock.close()
 
 
-def spawn(init: Callable[[socket.socket], NoReturn], join_cgroup: Callable[[], None],
-          step_out: Callable[[], bool] | None = None,
-          enter_first: Callable[[], None] | None = None, *, host_network: bool = False) -> Child:
-    """Fork the shim; it will run ``init`` as PID 1 of new namespaces once told to go.
-
-    ``join_cgroup`` (cgroups.join) is the shim's first act after "go": it moves itself into the
-    container's cgroup, so the namespaces and init are made inside it. ``step_out``
-    (cgroups.step_out), once init is born, moves it back out if it can; the runtime learns
-    which with init's pid, {"pid": ..., "shim_out": true}, and else moves it itself.
-    ``enter_first`` (--userns: userns.enter) runs in the shim before it unshares: the
-    namespaces it then makes belong to the user namespace entered there.
-    ``host_network`` (--network host): the shim does not unshare CLONE_NEWNET, so the
-    container shares the host's network stack: no network isolation at all.
-    """
+def spawn(shim: Callable[[socket.socket, int], NoReturn]) -> Child:
+    """Fork the shim: ``shim(sock, runtime_pid)`` (container.shim) runs in the child, which
+    never returns; the runtime gets the handle. The socket pair is made first: each side
+    keeps one end. See: fork(2), socketpair(2)"""
     runtime_sock, container_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     runtime_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
             runtime_sock.close()
-            _shim(container_sock, init, runtime_pid, join_cgroup, step_out, enter_first,
-                  host_network)
+            shim(container_sock, runtime_pid)
         finally:
             os._exit(EXIT_RUNTIME_ERROR)
     container_sock.close()
     return Child(pid, runtime_sock)
 
 
-def _shim(sock: socket.socket, init: Callable[[socket.socket], NoReturn], parent: int,
-          join_cgroup: Callable[[], None], step_out: Callable[[], bool] | None,
-          enter_first: Callable[[], None] | None, host_network: bool) -> NoReturn:
-    die_with_parent(parent)
-    os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
-    if not sock.recv(64):  # "go", or end-of-file when the runtime has given up
+# --- in the shim, in the order container.shim calls them -----------------------------------
+
+
+def wait_for_go(sock: socket.socket) -> None:
+    """Block until the runtime says "go"; leave quietly if it gave up instead (end-of-file)."""
+    if not sock.recv(64):
         os._exit(EXIT_RUNTIME_ERROR)
+
+
+def unshare_namespaces(host_network: bool) -> None:
+    """New mount, UTS, IPC, PID, network and cgroup namespaces for the shim; the PID one is
+    for its children only (pid_namespaces(7)), so fork_init comes next. --network host keeps
+    the host's network namespace: no network isolation at all. See: unshare(2)"""
     chosen = [ns for ns in NAMESPACES if not (host_network and ns[0] == libc.CLONE_NEWNET)]
     flags = 0
     for flag, _ in chosen:
         flags |= flag
     which = ("mount, UTS, IPC, PID, cgroup (not network: --network host)" if host_network
              else "mount, UTS, IPC, PID, network, cgroup")
-    try:
-        join_cgroup()  # first, while still root on the host: --userns's uid may not write there
-        if enter_first is not None:
-            enter_first()
-            # A change of uid clears the parent-death signal (prctl(2)): ask for it again.
-            die_with_parent(parent)
-        with step(f"unshare namespaces: {which}",
-                  "unshare " + " ".join(opt for _, opt in chosen) + " --fork"):
-            libc.unshare(flags)
-    except StepError as e:
-        send(sock, {"error": e.to_dict()})
-        os._exit(EXIT_RUNTIME_ERROR)
+    with step(f"unshare namespaces: {which}",
+              "unshare " + " ".join(opt for _, opt in chosen) + " --fork"):
+        libc.unshare(flags)
+
+
+def fork_init(init: Callable[[socket.socket], NoReturn], sock: socket.socket) -> int:
+    """Fork the container's init, PID 1 of the new PID namespace; its pid on the host."""
     pid = os.fork()
     if pid == 0:
         try:
-            die_with_parent(0)  # in its own PID namespace, PID 1's parent shows as 0
+            # In its own PID namespace, PID 1's parent shows as 0. As the shim's first act
+            # is the same request, shown: the init's is silent (see die_with_parent)
+            die_with_parent(0, explained=False)
             init(sock)
         finally:
             os._exit(EXIT_RUNTIME_ERROR)
-    try:
-        out = step_out() if step_out is not None else False
-    except StepError as e:  # the runtime reads the error, and undoes all (init included)
-        send(sock, {"error": e.to_dict()})
-        os._exit(EXIT_RUNTIME_ERROR)
-    send(sock, {"pid": pid, "shim_out": out})
+    return pid
+
+
+def report_init(sock: socket.socket, init_pid: int, shim_moved_out: bool) -> None:
+    """Tell the runtime init's host pid (and whether the shim left the cgroup by itself); the
+    rest of the start-up is between the runtime and init: the shim closes its end."""
+    send(sock, {"pid": init_pid, "shim_moved_out": shim_moved_out})
     sock.close()
+
+
+def exit_as(init_pid: int) -> NoReturn:
+    """Wait for init, and exit with its exit code: the runtime waits for the shim."""
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = os.waitpid(init_pid, 0)
             os._exit(exit_code_of(status))
         except ChildProcessError:
             os._exit(EXIT_RUNTIME_ERROR)

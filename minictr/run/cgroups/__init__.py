@@ -13,18 +13,19 @@ A host gives these controllers through one of two interfaces, and minictr has a 
         a tree per controller: /sys/fs/cgroup/{memory,pids,cpu,cpuacct,freezer}/minictr/ID
                                        memory.limit_in_bytes pids.max cpu.cfs_quota_us
 
-``Cgroup`` is the one interface (create, the files of each limit, join, stats, remove);
+``Cgroup`` is the one interface (create, the files of each limit, move in and out, stats,
+remove);
 ``v1.V1Cgroup`` and ``v2.V2Cgroup`` are the two. Every container gets a cgroup, limits or not
 (as Docker does): so ``minictr stats`` works for all, and each is in its own.
 
 When, in the recipe (``container.run``):
 
     for_container(id, limits)  mkdir, write the limits: nothing is in it yet
-    join(cg)                   in the shim, once told to go: it moves itself in, then unshares
+    move_shim_in(cg, ...)      in the shim, once told to go: it moves itself in, then unshares
                                CLONE_NEWCGROUP, so the container's cgroup is the root of its
                                cgroup namespace ("/" inside), and forks init: every process
                                of the container starts inside the limits, never without them
-    cg.leave(shim pid)         once init is born, the shim (minictr's, not the container's)
+    move_shim_out(cg, ...)     once init is born, the shim (minictr's, not the container's)
                                goes back to the runtime's cgroups: the cgroup then holds the
                                container's processes only, as Docker's does
     cg.stats()                 after the exit: peak memory, OOM kills, forks refused, cpu time
@@ -278,8 +279,8 @@ class Cgroup(ABC):
     self_file = "cgroup.procs"  # where a process moves itself (v1 has a quicker one: see there)
     # Whether the shim may go back by itself, from inside its new cgroup namespace. v2 says
     # no: a process may not move to a cgroup outside its namespace's root (cgroup-v2.rst,
-    # "Namespace"); the runtime then moves it (leave). v1 has no such rule (see there).
-    can_leave_self = False
+    # "Namespace"); the runtime then moves it (move_shim_out). v1 has no such rule (see there).
+    can_move_self_out = False
 
     def __init__(self, cid: str, root: Path = ROOT) -> None:
         self.id = cid
@@ -350,33 +351,25 @@ class Cgroup(ABC):
                 pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
         return pids
 
-    def join(self, pid: int) -> None:
-        """Move a process in; its children are born in it.  Shell: echo PID > cgroup.procs"""
+    def move_file(self, pid: int) -> str:
+        """The file a pid is written to: pid 0 is the writer itself (cgroup-v2.rst)."""
+        return self.self_file if pid == 0 else "cgroup.procs"
+
+    def move_in(self, pid: int = 0) -> None:
+        """Move a process in (0: the caller); its children are born in it.
+        Shell: echo PID > /sys/fs/cgroup/.../minictr/ID/cgroup.procs"""
         for d in self.dirs:
-            write(d / "cgroup.procs", str(pid))
+            write(d / self.move_file(pid), str(pid))
 
-    def join_self(self) -> None:
-        """Move the calling process in: "0" means the writer.  Shell: echo 0 > cgroup.procs"""
-        for d in self.dirs:
-            write(d / self.self_file, "0")
-
-    def leave_self(self, back: list[Path]) -> None:
-        """Move the calling process back to ``back`` (runtime_dirs): "0", as join_self."""
-        for d in back:
-            write(d / self.self_file, "0")
-
-    def leave(self, pid: int) -> list[Path]:
-        """Move a process back to the cgroups this runtime is in; return where it went.
-        Shell: echo PID > /sys/fs/cgroup/<tree>/$(cut -d: -f3 of /proc/self/cgroup)/cgroup.procs
-        """
-        back = self.runtime_dirs()
-        for d in back:
-            write(d / "cgroup.procs", str(pid))
-        return back
+    def move_out(self, to: list[Path], pid: int = 0) -> None:
+        """Move a process (0: the caller) to the cgroups ``to`` (runtime_cgroups)."""
+        for d in to:
+            write(d / self.move_file(pid), str(pid))
 
     @abstractmethod
-    def runtime_dirs(self) -> list[Path]:
-        """The cgroups of this process, in the trees the container's cgroup is in."""
+    def runtime_cgroups(self) -> list[Path]:
+        """The cgroups of this process, in the trees the container's cgroup is in.
+        Shell: cut -d: -f3 /proc/self/cgroup"""
 
     def describe(self) -> dict[str, object]:
         """For state.json: the version and the directories."""
@@ -455,31 +448,41 @@ def own(cid: str) -> int:
         os.close(fd)
 
 
-def join(cg: Cgroup, back: list[Path]) -> None:
+def move_shim_in(cg: Cgroup, runtime_cgroups: list[Path]) -> None:
     """In the shim, before it unshares and forks: the container starts inside its cgroup, and
     that cgroup is the root of its cgroup namespace.  See: cgroup_namespaces(7)
-    The shim moves itself ("0"); once init is born it goes ``back`` (step_out)."""
-    out = (["# once it has forked init, it moves itself back:",
-            *(f"# echo 0 > {d}/{cg.self_file}" for d in back)] if cg.can_leave_self else
-           ["# once it has forked init, minictr moves it back:",
-            *(f"# echo {os.getpid()} > {d}/cgroup.procs" for d in back)])
+    The shim moves itself ("0"); once init is born it goes back (move_shim_out)."""
+    who, pid = ("it moves itself", 0) if cg.can_move_self_out else ("minictr moves it", os.getpid())
+    back = [f"# once it has forked init, {who} back:",
+            *(f"# echo {pid} > {d}/{cg.move_file(pid)}" for d in runtime_cgroups)]
     with step("move the shim into the cgroup, before it makes the namespaces",
-              "\n".join([*(f"echo 0 > {d}/{cg.self_file}" for d in cg.dirs), *out])):
+              "\n".join([*(f"echo 0 > {d}/{cg.move_file(0)}" for d in cg.dirs), *back])):
         try:
-            cg.join_self()
+            cg.move_in()
         except OSError as e:
             raise StepError.from_os_error("move the shim into the container's cgroup", e) from e
 
 
-def step_out(cg: Cgroup, back: list[Path]) -> bool:
-    """In the shim, once init is born: back to the runtime's cgroups if it may (v1), so the
-    cgroup holds the container's processes only; False: the runtime must move it (v2).
-    Silent: init is explaining its own steps by then (join's step shows this one)."""
-    if not cg.can_leave_self:
+def move_shim_out(cg: Cgroup, runtime_cgroups: list[Path], shim_pid: int = 0) -> bool:
+    """Once init is born: the shim, minictr's and not the container's, goes back to the
+    runtime's cgroups, so that the cgroup holds the container's processes only. With
+    ``shim_pid`` 0 the shim moves itself, if it may (v1); else the runtime moves it (v2,
+    --userns). Returns whether it moved (False: it may not move itself; or it has exited,
+    because init failed, which says why).
+
+    That matters for memory: the shim is a fork of this Python runtime, and the OOM killer
+    weighs every page a process has resident, shared with us or not; left in a small memory
+    cgroup it could be chosen over the command that used the memory, and the whole container
+    would die with it. Not a `step`, and silent: it happens while init explains its own
+    steps (move_shim_in's step shows it, in its shell lines).
+    """
+    if shim_pid == 0 and not cg.can_move_self_out:
         return False
     try:
-        cg.leave_self(back)
+        cg.move_out(runtime_cgroups, shim_pid)
         return True
+    except ProcessLookupError:
+        return False
     except OSError as e:
         raise StepError.from_os_error("move the shim out of the container's cgroup", e) from e
 

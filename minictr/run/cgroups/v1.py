@@ -98,7 +98,7 @@ class V1Cgroup(Cgroup):
                  "cpuacct": controllers.CpuAcctController}
         return kinds[tree](_Directory(self.dir(tree))) if tree in kinds else None
 
-    # join_self writes "0" to each tree's `tasks` (threads), not to cgroup.procs: the calling
+    # move_in() writes "0" to each tree's `tasks` (threads), not to cgroup.procs: the calling
     # thread moves itself. The shim has only one thread, so the whole process moves, and the
     # kernel then skips the lock that moving any other process takes (cgroup_threadgroup_rwsem,
     # whose write side waits for an RCU grace period: 10-20 ms on the bench's machine, 0.5 ms
@@ -108,9 +108,9 @@ class V1Cgroup(Cgroup):
 
     # The shim may go back by itself from inside its new cgroup namespace: v1 does not check
     # the namespace's root (only v2 does, in cgroup_procs_write_permission). Lock-free again.
-    can_leave_self = True
+    can_move_self_out = True
 
-    def runtime_dirs(self) -> list[Path]:
+    def runtime_cgroups(self) -> list[Path]:
         own = own_cgroups()
         return [self.root / t / own[t].lstrip("/") for t in self.trees if t in own]
 

@@ -71,7 +71,7 @@ class V2Cgroup(Cgroup):
         have = (self.root / "cgroup.controllers").read_text().split()
         return [c for c in CONTROLLERS if c in have]
 
-    def runtime_dirs(self) -> list[Path]:
+    def runtime_cgroups(self) -> list[Path]:
         return [self.root / own_cgroups()[""].lstrip("/")]
 
     def check(self, limits: Limits) -> None:
