@@ -89,6 +89,26 @@ def damaged_layers(store: Path) -> list[str]:
     return damaged
 
 
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602  # linux/fs.h, on 64-bit hosts
+FS_IMMUTABLE_FL = 0x10
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    """chattr +i / -i, without e2fsprogs (a minimal Debian lacks it): the inode flags'
+    ioctl. Not even root may then remove or change the file.  See: ioctl_iflags(2)"""
+    import array
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        flags = array.array("i", [0])  # the kernel reads and writes an int
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | FS_IMMUTABLE_FL if on else flags[0] & ~FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
+
+
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`minictr ARGS` in the background, stdin and stdout as pipes (no terminal)."""
     return subprocess.Popen(

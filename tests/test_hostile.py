@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import refused, scaled
+from tests.helpers import refused, scaled, set_immutable
 
 pytestmark = pytest.mark.root
 
@@ -310,7 +310,7 @@ def test_rm_removes_the_lock_file_last(minictr, minictr_root):
     """--rm deleted containers/<id> (its lock file with it) while its runtime still held
     the lock: a prune meanwhile found no lock file, called the live container dead and
     removed its cgroup too (ENODEV, 125: soak bug 2). The lock file now goes last: here a
-    removal is stopped half-way (an immutable file, chattr +i) and the lock is still there."""
+    removal is stopped half-way (an immutable file: chattr +i) and the lock is still there."""
     minictr("run", "--name", "half", "busybox", "true", check=True)
     [cid] = os.listdir(minictr_root / "containers")
     path = minictr_root / "containers" / cid
@@ -322,13 +322,13 @@ def test_rm_removes_the_lock_file_last(minictr, minictr_root):
     stuck = path / first / "stuck" if (path / first).is_dir() else path / first
     if stuck.parent != path:
         stuck.write_text("")
-    subprocess.run(["chattr", "+i", stuck], check=True)
+    set_immutable(stuck, True)
     try:
         r = minictr("rm", "half")
         assert r.returncode == 125 and "Operation not permitted" in r.stderr, r.stderr
         assert (path / "lock").exists(), os.listdir(path)
     finally:
-        subprocess.run(["chattr", "-i", stuck], check=True)
+        set_immutable(stuck, False)
     minictr("rm", cid, check=True)  # its name went first: by its id
     assert not path.exists()
 
