@@ -85,15 +85,14 @@ def docker_lines(changes: Sequence[Change]) -> list[str]:
 
     Sorted as plain strings, as Docker sorts them ("/a.b" before "/a/b").
 
-    Docker calls a path "C" whenever the image had it, so an entry re-created inside an
-    opaque directory is "C" here, and each hidden entry not re-created is a "D".
+    The kinds are scan's, which the change report shows too (an entry made again inside an
+    opaque directory is "C" in both, as Docker says); each name an opaque directory hides
+    is a "D", and so is every parent of a change that is not one itself a "C".
     """
-    kinds: dict[str, str] = {}
-    hidden_paths = {_join(c.path, name) for c in changes for name in c.hidden}
+    kinds = {c.path: c.kind for c in changes}
     for c in changes:
-        kinds[c.path] = "C" if c.kind == "A" and c.path in hidden_paths else c.kind
-    for path in hidden_paths:
-        kinds.setdefault(path, "D")
+        for name in c.hidden:
+            kinds.setdefault(_join(c.path, name), "D")
     for path in list(kinds):
         # A parent of a change is a copied-up dir in upper. Up only to one already known:
         # a tree 5000 deep has 5000 parents for each path.
@@ -217,8 +216,11 @@ def _scan_entry(w: Walk, entry: walk.Entry, n_lowers: int) -> Iterator[Change]:
         return
     opaque = is_opaque_fd(fd)
     dirs_below = _lower_dirs_below(lower_dirs, entry.name)
-    # An opaque directory ends the lookup: nothing below it comes from a lower layer.
-    hidden = _visible_names([d for _, d in dirs_below]) if opaque else ()
+    # An opaque directory ends the lookup: nothing below it comes from a lower layer. The
+    # image's names under it that upper has too are made again (C); the others are hidden (D).
+    image_names = _visible_names([d for _, d in dirs_below]) if opaque else ()
+    remade = set(image_names).intersection(os.listdir(fd)) if image_names else set()
+    hidden = tuple(name for name in image_names if name not in remade)
     if opaque:
         for _, d in dirs_below:
             os.close(d)
@@ -226,8 +228,8 @@ def _scan_entry(w: Walk, entry: walk.Entry, n_lowers: int) -> Iterator[Change]:
     columns: list[int | None] = [None] * n_lowers
     for c, d in dirs_below:
         columns[c - 1] = d
-    has_entries = w.enter(fd, columns, data=frozenset(hidden)) > 0
-    yield _dir(entry.path, st, lower, opaque, hidden, has_entries, replaces_hidden)
+    has_entries = w.enter(fd, columns, data=frozenset(image_names)) > 0
+    yield _dir(entry.path, st, lower, opaque, hidden, len(remade), has_entries, replaces_hidden)
 
 
 def _find_lower(lower_dirs: list[tuple[int, int]], name: str) -> _Lower | None:
@@ -297,9 +299,9 @@ def _non_dir(dir_fd: int, name: str, path: str, st: os.stat_result, lower: _Lowe
     size = st.st_size if ftype in ("file", "symlink") else 0
     if lower is not None:
         return Change(path, "C", ftype, size, False, _changed((dir_fd, name), st, lower))
-    if replaces_hidden:
-        reason = f"new {noun(ftype)}; the image's one stays hidden by the opaque dir"
-    elif any(walk.xattr(dir_fd, name, x) is not None for x in (ORIGIN_XATTR, USER_ORIGIN_XATTR)):
+    if replaces_hidden:  # Docker's rule too: the image had this path
+        return Change(path, "C", ftype, size, False, _REMADE.format(noun=noun(ftype)))
+    if any(walk.xattr(dir_fd, name, x) is not None for x in (ORIGIN_XATTR, USER_ORIGIN_XATTR)):
         reason = f"new name for an image {noun(ftype)}: copied up, then moved or linked"
     else:
         reason = f"new {_describe((dir_fd, name), st)}"
@@ -312,20 +314,20 @@ def _dir(
     lower: _Lower | None,
     opaque: bool,
     hidden: tuple[str, ...],
+    remade: int,
     has_changes_below: bool,
     replaces_hidden: bool,
 ) -> Change:
+    if lower is None and replaces_hidden:  # Docker's rule too: the image had this path
+        return Change(path, "C", "dir", 0, opaque, _REMADE.format(noun="dir"), hidden)
     if lower is None:
-        reason = "new directory"
-        if replaces_hidden:
-            reason += "; the image's one stays hidden by the opaque dir"
-        return Change(path, "A", "dir", 0, opaque, reason)
+        return Change(path, "A", "dir", 0, opaque, "new directory")
     lower_st = lower[2]
     owner = _metadata(lower_st, st, with_mtime=False)
     if not stat.S_ISDIR(lower_st.st_mode):
         reason = _type_changed(lower_st, st)
     elif opaque:
-        reason = ", ".join([_opaque(hidden), *owner])
+        reason = ", ".join([_opaque(hidden, remade), *owner])
     else:
         # A directory's mtime changes with every entry made or removed in it, so it says
         # nothing new when changes below are listed anyway.
@@ -334,14 +336,21 @@ def _dir(
     return Change(path, "C", "dir", 0, opaque, reason, hidden)
 
 
-def _opaque(hidden: tuple[str, ...]) -> str:
-    """Overlay marks a directory opaque when it is made where the image's one was removed."""
-    if not hidden:
+# An entry made again inside an opaque directory, where the image had one: "C", as Docker
+# says (the image had the path), although nothing of the image's entry is in it.
+_REMADE = "made again: new, where the image's {noun} was removed"
+
+
+def _opaque(hidden: tuple[str, ...], remade: int) -> str:
+    """Overlay marks a directory opaque when it is made where the image's one was removed.
+    The count is of what the merged view no longer shows, as `minictr layers` counts it."""
+    if not hidden and not remade:
         return "opaque: removed and made again; the image's dir was empty"
     n = len(hidden)
-    return (
-        f"opaque: removed and made again; hides the image's {n} {'entry' if n == 1 else 'entries'}"
-    )
+    entries = "entry" if n == 1 else "entries"
+    if not remade:
+        return f"opaque: removed and made again; hides the image's {n} {entries}"
+    return f"opaque: removed and made again; hides {n} of the image's {n + remade} entries"
 
 
 def _changed(upper: _At, st: os.stat_result, lower: _Lower) -> str:
@@ -356,7 +365,7 @@ def _changed(upper: _At, st: os.stat_result, lower: _Lower) -> str:
     metadata = _metadata(lower_st, st)
     if metadata:
         return _copied_up([*metadata, "content unchanged"])
-    return "copied up from the image, but nothing differs (opened for writing?)"
+    return "copied up, but nothing differs: metadata set to the same value, or opened for writing"
 
 
 def _copied_up(parts: list[str]) -> str:
