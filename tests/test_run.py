@@ -186,6 +186,24 @@ def test_ps_inspect_rm(minictr, minictr_root):
     assert list((minictr_root / "containers").iterdir()) == []
 
 
+def test_a_container_that_ignores_ctrl_c_says_so_once_and_dies_of_the_third(minictr_root):
+    """A PID 1 with no SIGINT handler never sees it: the kernel drops it (pid_namespaces(7)).
+    The first Ctrl-C says so, the second counts down, the third kills the container. (sh
+    ignores SIGINT from its first line, and exec keeps that: PID 1 never catches it.) Each
+    line is read before the next signal: two pending SIGINTs are one (signal(7))."""
+    proc = start("run", "--rm", "busybox", "sh", "-c", "trap '' INT; echo ready; exec sleep 1000")
+    assert read_line(proc) == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr.readline() == ("minictr: the container ignored SIGINT (its PID 1 has "
+                                      "no handler for it); two more to kill it\n")
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr.readline() == "minictr: one more to kill it\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=scaled(30))
+    assert proc.returncode == 137
+    assert err.startswith("minictr: third interrupt: killing the container (SIGKILL)"), err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_to_the_runtime_reach_the_container(minictr_root, signum):
     name = signal.Signals(signum).name[3:]

@@ -298,7 +298,9 @@ def wait_for_exit(child: namespaces.Child, pty: int | None) -> int:
 @contextmanager
 def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to minictr go to the container's PID 1,
-    which (as in Docker) ignores those it has no handler for: the third SIGINT kills it."""
+    which (as in Docker) ignores those it has no handler for: the kernel drops a signal to a
+    namespace's init that would take the default action (pid_namespaces(7)). So a Ctrl-C to
+    a PID 1 without a SIGINT handler says so, and how many more kill it; the third does."""
     interrupts = 0
 
     def pass_on(signum: int, _frame: object) -> None:
@@ -307,6 +309,10 @@ def passing_signals_to(child: namespaces.Child) -> Iterator[None]:
         if interrupts >= 3:
             print("minictr: third interrupt: killing the container (SIGKILL)", file=sys.stderr)
             signum = signal.SIGKILL
+        elif signum == signal.SIGINT and child.handles(signum) is False:
+            print("minictr: the container ignored SIGINT (its PID 1 has no handler for it); "
+                  "two more to kill it" if interrupts == 1 else "minictr: one more to kill it",
+                  file=sys.stderr)
         child.signal(signum)
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)

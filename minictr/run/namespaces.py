@@ -132,6 +132,19 @@ class Child:
                 suppress(BrokenPipeError, ConnectionResetError):
             send(self.sock, {"ready": True})
 
+    def handles(self, signum: int) -> bool | None:
+        """Whether the container's PID 1 has a handler for ``signum`` (None: not known yet,
+        or it is gone). The SigCgt line of /proc/PID/status is the mask of caught signals,
+        bit N-1 for signal N. Shell: grep SigCgt /proc/PID/status   See: proc_pid_status(5)"""
+        if self.init_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.init_pid}/status") as status:
+                caught = next(line for line in status if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return None
+        return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
     def signal(self, signum: int) -> None:
         """Pass a signal to the container's PID 1 (before it exists: kill the shim)."""
         if self._init_pidfd is not None:
