@@ -144,6 +144,9 @@ def _add_demo(verbs: Verbs) -> None:
                          "(default: a new directory under the current one)")
     overlay.add_argument("--pause", action="store_true", help="wait for Enter between steps")
     overlay.add_argument("--cleanup", action="store_true", help="remove the directory at the end")
+    overlay.add_argument("--part", type=int, choices=(1, 2), default=2,
+                         help="stop after this part (1: the article's experiment, and the "
+                         "directory as it leaves it; default: both)")
 
 
 def _add_images(verbs: Verbs) -> None:
@@ -477,7 +480,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     require_root()
     demo.overlay_demo(Path(args.dir) if args.dir else None, pause=args.pause,
-                      cleanup=args.cleanup)
+                      cleanup=args.cleanup, parts=args.part)
     return 0
 
 

@@ -31,7 +31,8 @@ from tests.helpers import refused, scaled, tree_digest
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = 17
+STEPS = 19  # part 1: 13 (two of them the article's mount -l checks), part 2: 6
+PART_1_STEPS = 13
 
 # What the article's commands, and part 2's, print: each must appear as a `$ ` line.
 SHELL_LINES = [
@@ -150,7 +151,17 @@ def test_the_article_experiment_and_part_2_leave_the_expected_layers(base):
 
     for line in SHELL_LINES:
         assert line in out.splitlines(), line
-    assert re.search(r"^│   ├── testfile_lower +c--------- 0, 0  \(whiteout\)$", out, re.M)
+    # the whiteout as the article shows it (ls -al upper/): c--------- 1 root root 0, 0; a
+    # link count of 2 while work/work holds the kernel's shared whiteout (Linux 5.8+)
+    assert re.search(r"^│   ├── testfile_lower +c--------- [12] root root 0, 0  \(whiteout\)$",
+                     out, re.M)
+    # the article's check, after the first mount and after the first unmount
+    merged = d / "merged"
+    mount_l = [line for line in out.splitlines() if line.startswith("overlay on ")]
+    assert len(mount_l) == 1 and mount_l[0].startswith(  # then what this kernel adds
+        f"overlay on {merged} type overlay (rw,relatime,lowerdir=lower,upperdir=upper,"
+        "workdir=work"), mount_l
+    assert "(nothing: grep found no overlay line)" in out
     assert re.search(r"testdir_lower/ +trusted\.overlay\.opaque=y  \(opaque\)$", out, re.M)
     assert "work/  d---------" in out  # work/work, not entered
     assert "not mounted: an empty directory" in out
@@ -158,6 +169,19 @@ def test_the_article_experiment_and_part_2_leave_the_expected_layers(base):
     assert "press Enter" not in out
     assert "\x1b[" not in out  # no colour: not a terminal
     assert str(d) in out.splitlines()[0]
+
+
+def test_part_1_stops_where_the_article_ends(base):
+    """--part 1: the article's experiment only; the directory is as the article leaves it:
+    lower/testfile_lower, and in upper its whiteout and testfile_upper; nothing mounted."""
+    d = base / "demo"
+    out = ok(run_demo("--dir", d, "--part", "1"))
+    assert f"[{PART_1_STEPS}/{PART_1_STEPS}] unmount" in out and "Part 2" not in out
+    assert contents(d / "lower") == {"testfile_lower": b""}
+    assert contents(d / "upper") == {"testfile_lower": WHITEOUT, "testfile_upper": b"test\n"}
+    assert mounts_under(base) == []
+    refused(run_demo("--dir", base / "other", "--part", "3"), "--part")
+    assert not (base / "other").exists()
 
 
 def test_the_output_is_the_same_every_time_and_on_tmpfs(base):
@@ -257,10 +281,10 @@ def test_ctrl_c_while_mounted_unmounts(base):
     d = base / "d"
     proc = start("--pause", "--dir", d)
     try:
-        for _ in range(3):  # mkdir, mount, touch
+        for _ in range(4):  # mkdir, mount, mount -l, touch
             read_until(proc, "press Enter")
             enter(proc)
-        read_until(proc, "[4/")
+        read_until(proc, "[5/")
         read_until(proc, "press Enter")
         assert os.path.ismount(d / "merged")
         proc.send_signal(signal.SIGINT)

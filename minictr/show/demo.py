@@ -6,8 +6,10 @@ and one sentence on what the kernel did and why. ``--pause`` waits for Enter bef
 for a presenter in front of an audience.
 
 Part 1 is the experiment of the Japanese article that chapter follows, with the same names
-(lower, upper, work, merged; testfile_overlay, testfile_lower, testfile_upper). Part 2 goes
-on with directories: a lower directory removed and made again (opaque), and a renamed file.
+(lower, upper, work, merged; testfile_overlay, testfile_lower, testfile_upper) and its
+`mount -l | grep overlay` checks; ``--part 1`` stops there, and the directory is then as the
+article leaves it. Part 2 goes on with directories: a lower directory removed and made again
+(opaque), and a renamed file.
 
 The shell lines run in DIR, as in the tutorial, and so does the demo: it changes into DIR, so
 the Python below reads like the shell (``touch("merged/testfile_overlay")``) and the mount
@@ -20,8 +22,10 @@ See: Documentation/filesystems/overlayfs.rst, mount(2), umount(2), xattr(7), ren
 from __future__ import annotations
 
 import errno
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -81,6 +85,17 @@ def unmount() -> None:
     libc.umount2("merged")
 
 
+def show_overlay_mounts() -> None:
+    """``mount -l | grep overlay``, as the article checks: the overlay lines of this mount
+    namespace's table, in mount(8)'s words. See: proc_mounts(5)"""
+    with open("/proc/self/mounts") as mounts:
+        lines = [line.split() for line in mounts if line.split()[2] == "overlay"]
+    for source, target, fstype, options, *_ in lines:
+        print(f"{source} on {target} type {fstype} ({options})", flush=True)
+    if not lines:
+        print("(nothing: grep found no overlay line)", flush=True)
+
+
 def touch(*paths: str) -> None:
     for path in paths:
         Path(path).touch()
@@ -107,6 +122,7 @@ class Step:
     action: Callable[[], None]
     why: str  # one sentence: what the kernel did, and why
     hints: Mapping[int, str] = field(default_factory=dict)  # errno -> what to do
+    tree: bool = True  # draw the four directories after it (a check changes nothing)
 
 
 def _mount_step(title: str, why: str) -> Step:
@@ -117,6 +133,11 @@ def _unmount_step(why: str) -> Step:
     return Step("unmount", "sudo umount merged", unmount, why, UMOUNT_HINTS)
 
 
+def _check_step(why: str) -> Step:
+    return Step("check the mount table, as the article does", "mount -l | grep overlay",
+                show_overlay_mounts, why, tree=False)
+
+
 PART_1 = (
     Step("make the four directories", "mkdir lower upper work merged", make_layers,
          "Nothing is mounted yet: four ordinary empty directories, with work on the same "
@@ -125,12 +146,17 @@ PART_1 = (
     _mount_step("mount the overlay",
                 "The kernel laid upper over lower and shows the union at merged; it also "
                 "made work/work, its private workbench, which only root may enter."),
+    _check_step("One line: an overlay mounted on merged, and its options as the kernel "
+                "reports them: rw and relatime are its defaults, and an option left at its "
+                "default (redirect_dir=off here) is not listed."),
     Step("create a file through merged", "touch merged/testfile_overlay",
          lambda: touch("merged/testfile_overlay"),
          "A new name has nothing below it to copy, so the kernel created the file straight "
          "in upper, and lower stays empty."),
     _unmount_step("Without the mount, merged is an empty directory again, but "
                   "testfile_overlay lives on in upper: a writable layer is a plain directory."),
+    _check_step("No line: the overlay is gone from the mount table; only its directories "
+                "remain."),
     Step("put a file in lower and one in upper, while unmounted",
          "touch lower/testfile_lower\ntouch upper/testfile_upper",
          lambda: touch("lower/testfile_lower", "upper/testfile_upper"),
@@ -195,14 +221,19 @@ PARTS = (
     ("Part 1: the experiment of tutorial chapter 01", PART_1),
     ("Part 2: directories and renames", PART_2),
 )
-TOTAL = len(PART_1) + len(PART_2)
 
 
-def overlay_demo(directory: Path | None, *, pause: bool, cleanup: bool) -> None:
-    """Run every step in ``directory`` (None: a new ./overlay-demo), then unmount.
+def overlay_demo(directory: Path | None, *, pause: bool, cleanup: bool,
+                 parts: int = len(PARTS)) -> None:
+    """Run every step of the first ``parts`` parts in ``directory`` (None: a new
+    ./overlay-demo), then unmount. ``parts=1``: the article's experiment only.
 
     Everything is checked before anything is made, so bad input changes nothing.
     """
+    if not 1 <= parts <= len(PARTS):
+        raise StepError("check input", f"--part {parts}: the demo has parts 1 to {len(PARTS)}")
+    chosen = PARTS[:parts]
+    total = sum(len(steps) for _, steps in chosen)
     check_kernel()
     demo_dir, made_dir = choose_directory(directory)
     out = Printer(color=use_color(sys.stdout))
@@ -215,11 +246,11 @@ def overlay_demo(directory: Path | None, *, pause: bool, cleanup: bool) -> None:
         os.chdir(demo_dir)
         undo.callback(unmount_if_mounted, demo_dir / "merged")  # first: before cleanup
         number = 0
-        for title, steps in PARTS:
+        for title, steps in chosen:
             out.part(title)
             for s in steps:
                 number += 1
-                run_step(s, f"{number}/{TOTAL}", demo_dir, out, pause)
+                run_step(s, f"{number}/{total}", demo_dir, out, pause)
     if cleanup:
         out.line(f"\nRemoved what the demo made in {demo_dir} (--cleanup).")
     else:
@@ -234,7 +265,8 @@ def run_step(s: Step, number: str, demo_dir: Path, out: Printer, pause: bool) ->
         wait_for_enter(out)
     with step(s.title, s.shell, s.hints):  # an OSError becomes a StepError, with a hint
         s.action()
-        out.tree(demo_dir)
+        if s.tree:
+            out.tree(demo_dir)
     out.why(s.why)
 
 
@@ -411,8 +443,9 @@ def _rows(directory: Path, demo_dir: Path, indent: str) -> Iterator[tuple[str, s
 
 def describe(path: Path, st: os.stat_result, demo_dir: Path) -> tuple[str, str]:
     """The note after an entry's name, and its colour."""
-    if diff.is_whiteout(st):
-        return f"{stat.filemode(st.st_mode)} {_devno(st)}  (whiteout)", "whiteout"
+    if diff.is_whiteout(st):  # as ls -l shows it, and the article: c--------- 1 root root 0, 0
+        return (f"{stat.filemode(st.st_mode)} {st.st_nlink} {_user(st.st_uid)} "
+                f"{_group(st.st_gid)} {_devno(st)}  (whiteout)"), "whiteout"
     if stat.S_ISDIR(st.st_mode):
         if path == demo_dir / "merged":
             if os.path.ismount(path):
@@ -430,6 +463,20 @@ def describe(path: Path, st: os.stat_result, demo_dir: Path) -> tuple[str, str]:
             return json.dumps(path.read_bytes().decode(errors="replace")), "note"
         return f"{st.st_size} bytes", "note"
     return stat.filemode(st.st_mode), "note"
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _devno(st: os.stat_result) -> str:
