@@ -57,7 +57,7 @@ TIMEOUT = 120.0  # seconds one command may take; longer is a hang, reported as o
 RECHECK_AFTER = 5.0  # a leftover found is looked for again this much later: gone, or stays
 CGROUPS = Path("/sys/fs/cgroup")
 OWNER_LOCKS = Path("/run/minictr/cgroups")  # minictr.run.cgroups.OWNERS: host-wide, ID.lock
-LEASES = Path("/run/minictr/run/network/leases")  # minictr.run.network.STATE_DIR/leases
+LEASES = Path("/run/minictr/network/leases")  # minictr.run.network.STATE_DIR/leases
 BRIDGE = "minictr0"  # minictr.run.network.BRIDGE
 VETH = re.compile(r"mctr[0-9a-f]{8}")  # minictr.run.network.VETH_PATTERN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -498,7 +498,7 @@ def host_checks(base: Path, before: Host) -> dict[str, Check]:
             lambda: sorted(minictr_cgroups() - before.cgroups),
         "cgroup owner locks (/run/minictr/cgroups)":
             lambda: sorted(set(_listdir(OWNER_LOCKS)) - before.owner_locks),
-        "address leases (/run/minictr/run/network/leases)":
+        "address leases (/run/minictr/network/leases)":
             lambda: sorted(set(_listdir(LEASES)) - before.leases),
         "veth links (mctr*, ip -o link)":
             lambda: sorted(n for n in set(_listdir("/sys/class/net")) - before.links
