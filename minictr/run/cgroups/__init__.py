@@ -437,7 +437,7 @@ def for_container(cid: str, limits: Limits, root: Path = ROOT) -> Iterator[Cgrou
 def own(cid: str) -> int:
     """Take OWNERS/<id>.lock; the fd that holds it. A prune may unlink a lock file it found
     free in the moment between our open and our flock: then ours is not the file at the
-    path any more, and we take it again. Shell: flock -n /run/minictr/run/cgroups/ID.lock"""
+    path any more, and we take it again. Shell: flock -n /run/minictr/cgroups/ID.lock"""
     OWNERS.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = OWNERS / f"{cid}.lock"
     while True:
