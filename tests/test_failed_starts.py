@@ -105,7 +105,7 @@ def start_steps(minictr: object, mode_args: list[str]) -> list[str]:
     steps: list[str] = []
     for line in r.stderr.splitlines():
         if "=> " in line and line.rstrip().endswith("]"):
-            where = line.rstrip()[:-1].rsplit("[", 1)[1]
+            where = line.rstrip()[:-1].rsplit("[", 1)[1].split(": ")[-1]  # [init: where]
             if where not in steps:
                 steps.append(where)
             if where == LAST_START_STEP:

@@ -166,7 +166,7 @@ def bridge() -> Iterator[None]:
 
 @pytest.mark.root
 def test_loopback_up_in_a_new_namespace() -> None:
-    code = ("import subprocess; from minictr import network;"
+    code = ("import subprocess; from minictr.run import network;"
             "print(subprocess.run(['ip', '-o', 'link', 'show', 'lo'], capture_output=True,"
             " text=True).stdout); network.loopback_up();"
             "print(subprocess.run(['ip', '-o', 'link', 'show', 'lo'], capture_output=True,"
@@ -246,7 +246,7 @@ def test_a_namespace_without_a_veth_cannot_reach_the_bridge(tmp_path: Path) -> N
 @pytest.mark.root
 @pytest.mark.usefixtures("bridge")
 def test_ten_at_once_get_ten_addresses(tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path; from minictr import network\n"
+    code = ("import sys; from pathlib import Path; from minictr.run import network\n"
             "with network.attached('bridge', [], sys.argv[1] * 64, 'c' + sys.argv[1], 'c',"
             " Path(sys.argv[2])) as att:\n"
             "    print(att.lease.address.ip, flush=True); sys.stdin.read()\n")
@@ -312,7 +312,7 @@ def test_what_a_killed_runtime_left_is_forgotten(tmp_path: Path) -> None:
     """A runtime killed with SIGKILL undoes nothing: its lease is freed by the kernel (flock),
     its veth and rule stay until prune (or the next run) forgets them."""
     before = links()
-    code = ("import sys; from pathlib import Path; from minictr import network\n"
+    code = ("import sys; from pathlib import Path; from minictr.run import network\n"
             "held = network.attached('bridge', [network.Port(18085, 80)], 'c' * 64, 'dead',"
             " 'dead', Path(sys.argv[2])); held.__enter__().connect(int(sys.argv[1]))\n"
             "print('ready', flush=True); sys.stdin.read()\n")

@@ -306,8 +306,8 @@ def test_userns_overlay_writes_user_xattrs_that_the_report_reads(minictr):
 def test_userns_explain_shows_its_steps_in_order(minictr):
     r = minictr("run", "--rm", "--explain", "--userns", "100000:65536", "busybox", "true")
     assert r.returncode == 0, r.stderr
-    where = [line.rsplit("[", 1)[1].rstrip("]") for line in r.stderr.splitlines()
-             if line.startswith("minictr: => ")]
+    where = [line.rsplit("[", 1)[1].rstrip("]").split(": ")[-1]  # [init: where]
+             for line in r.stderr.splitlines() if line.startswith("minictr: => ")]
     order = ["minictr.run." + name for name in (
         "userns.create", "userns.idmapped_mounts", "userns.enter", "namespaces.unshare_namespaces",
         "userns.attach", "overlay.mount_overlay", "security.mask_paths", "rootfs.pivot_into",

@@ -41,7 +41,9 @@ def import_image(store: Store, path: Path, name: str) -> Image:
             digests = []
             for number, layer in enumerate(source.layers, 1):
                 with step(f"import layer {number} of {len(source.layers)}",
-                          "tar -xf LAYER.tar -C $LAYERS/.tmp  (and .wh.NAME → mknod NAME c 0 0)"):
+                          "tar -xf LAYER.tar -C $LAYERS/.tmp  (and .wh.NAME → mknod NAME c 0 0)",
+                          why="bottom first, each checked against its digest before it is "
+                          "stored: a layer is stored once, by what it holds"):
                     what = f"layer {number} of {len(source.layers)}"
                     digest, new = catalog.add_layer(
                         store, lambda d, layer=layer, what=what: extract_verified(layer, d, what),
@@ -85,10 +87,14 @@ def commit(store: Store, container: str, name: str, pause: bool = True) -> Image
         catalog.check_name_free(store, name)
         with (freezer.paused(dirs.id) if running and pause else contextlib.nullcontext()), \
                 step("write the upper directory as an OCI layer tar",
-                     f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)"):
+                     f"tar -C {dirs.upper} -cf layer.tar .  (a 0:0 device becomes .wh.NAME)",
+                     why="the upper holds exactly what the container changed: it becomes the "
+                     "new image's top layer"):
             tarlayer.write_layer(dirs.upper, tar)
         tar.seek(0)
-        with step("store it as a new layer", "tar -xf layer.tar -C $LAYERS/.tmp"):
+        with step("store it as a new layer", "tar -xf layer.tar -C $LAYERS/.tmp",
+                  why="from the tar, not the upper: the layer is what its digest says, and "
+                  "stays so while the container goes on"):
             digest, new = catalog.add_layer(store, lambda d: tarlayer.extract_layer(tar, d),
                                            f"commit of {dirs.name}")
         try:
@@ -115,7 +121,9 @@ def export_image(store: Store, name: str, file: Path) -> None:
         for number, (layer, digest) in enumerate(zip(image.layers, image.digests, strict=True)):
             tar = Path(tmp) / f"{number}.tar"
             with step(f"write layer {number + 1} of {len(image.layers)} as a tar",
-                      f"tar -C $LAYERS/{digest.removeprefix('sha256:')} -cf {tar.name} ."), \
+                      f"tar -C $LAYERS/{digest.removeprefix('sha256:')} -cf {tar.name} .",
+                      why="made as when it was stored, so its digest proves the layer did not "
+                      "change on disk"), \
                     open(tar, "wb") as out:
                 written = tarlayer.write_layer(layer, out)
             if written != digest:  # the tar is made the same way as when it was stored
@@ -123,7 +131,9 @@ def export_image(store: Store, name: str, file: Path) -> None:
                                 "stored", hint="its files were edited: remove and re-import it")
             tars.append(tar)
             diff_ids.append(written)
-        with step("write the OCI image layout", f"tar -cf {file} oci-layout index.json blobs/"), \
+        with step("write the OCI image layout", f"tar -cf {file} oci-layout index.json blobs/",
+                  why="the layers, the config and the index in the OCI image layout, the "
+                  "standard one that other tools load (podman load, skopeo)"), \
                 progress("compress the layers", sum(t.stat().st_size for t in tars)) as update:
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(image.created))
             oci.write_oci_layout_tar(file, tars, image.config, name, created=created,

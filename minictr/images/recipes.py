@@ -35,9 +35,11 @@ def build_missing(store: Store, name: str) -> Image:
     """`run` of an image the store does not have: built from its recipe (busybox, on first
     use), or, with no recipe of that name, "no such image"."""
     if name not in BUILDERS:
-        raise StepError("find image", f"no such image: {name}",
-                        hint="list images with: minictr images; build one with: "
-                        "minictr image build busybox")
+        hint = "list images with: minictr images; build one with: minictr image build busybox"
+        if not any(c in name for c in ":/@"):  # (minictr.images.reference)
+            hint += (f"; a name without ':' or '/' is a local image: a registry's is named "
+                     f"with its tag ({name}:latest)")
+        raise StepError("find image", f"no such image: {name}", hint=hint)
     return build(store, name)
 
 
@@ -72,7 +74,9 @@ def build_busybox(recipe: Path, rootfs: Path) -> None:
     config = json.loads((recipe / "image.json").read_text())
     host_busybox = find_static_busybox()
     with step("build the busybox image", f"cp {host_busybox} {rootfs}/bin/busybox; "
-              "busybox --list-full | xargs -I{} ln -s /bin/busybox rootfs/{}"):
+              "busybox --list-full | xargs -I{} ln -s /bin/busybox rootfs/{}",
+              why="on first use: one static binary and its links are a whole userland, "
+              "with nothing to download"):
         for d, mode in config["dirs"].items():
             (rootfs / d).mkdir(parents=True, exist_ok=True)
             (rootfs / d).chmod(int(mode, 8))  # chmod after mkdir: the umask must not decide
@@ -129,7 +133,9 @@ def build_debian(recipe: Path, rootfs: Path) -> None:
                         hint="sudo apt install debootstrap debian-archive-keyring")
     argv = ["debootstrap", f"--variant={config['variant']}", config["suite"], str(rootfs),
             config["mirror"]]
-    with step("debootstrap a minimal Debian (downloads ~40 MB)", " ".join(argv)):
+    with step("debootstrap a minimal Debian (downloads ~40 MB)", " ".join(argv),
+              why="on first use: a real distribution's tree, for the chapters that need "
+              "apt and a libc"):
         run_with_progress(argv, "debootstrap")
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # not needed to run
             for entry in (rootfs / cache).glob("*"):

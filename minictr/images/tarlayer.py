@@ -134,7 +134,9 @@ def extract_layer(
 
     Shell: tar -xpf LAYER --numeric-owner -C DEST    (then whiteouts: see the module doc)
     """
-    with step(IMPORT, f"tar -xpf LAYER --numeric-owner -C {dest}  # + whiteouts, see tarlayer"):
+    with step(IMPORT, f"tar -xpf LAYER --numeric-owner -C {dest}  # + whiteouts, see tarlayer",
+              why="into a temporary directory, renamed into place only once complete and "
+              "checked"):
         plain = _uncompressed(_Input(tar_stream, progress))
         with _LayerDir(dest) as layer:
             _extract_members(plain, layer)
@@ -147,7 +149,9 @@ def diff_id_of(path: Path) -> str:
 
     Shell: zcat -f LAYER | sha256sum
     """
-    with step(IMPORT, f"zcat -f {path} | sha256sum"), open(path, "rb") as f:
+    with step(IMPORT, f"zcat -f {path} | sha256sum", why="a layer is named by the hash of "
+              "its uncompressed tar: known before anything is extracted"), \
+            open(path, "rb") as f:
         plain = _uncompressed(_Input(f, None))
         try:
             plain.read_to_end()
@@ -691,8 +695,9 @@ def write_layer(src: Path, out: IO[bytes]) -> str:
     shell = f"tar -cf - --format=posix --sort=name --numeric-owner -C {src} ."
     top = os.open(src, _OPEN_DIR)
     try:
-        with step(EXPORT, shell), tarfile.open(fileobj=hashed, mode="w|",
-                                               format=tarfile.PAX_FORMAT) as tar, \
+        with step(EXPORT, shell, why="one byte-exact tar for the same tree, always: its "
+                  "hash is the layer's name"), \
+                tarfile.open(fileobj=hashed, mode="w|", format=tarfile.PAX_FORMAT) as tar, \
                 Walk(top, EXPORT, order=_tar_order) as w:
             if is_opaque_fd(top):
                 tar.addfile(_marker_info(OPAQUE_MARKER))

@@ -36,7 +36,8 @@ def prune(store: Store) -> list[str]:
         dirs = store.dirs_at(path)
         state = read_state(dirs)
         removed += cgroups.remove_leftover(path.name)
-        with step(f"remove container {dirs.name or path.name}", shell_line(path)):
+        with step(f"remove container {dirs.name or path.name}", shell_line(path),
+                  why="no runtime holds its lock: it has exited, or its runtime was killed"):
             store.remove_container(dirs)
         removed.append(f"{path.name}  {dirs.name or '-'}  ({status(dirs, state)})")
     removed += cgroups.remove_empty_orphans({p.name for p in store.containers.iterdir()})
@@ -59,6 +60,7 @@ def unmount_leftovers(store: Store) -> list[str]:
     none: they live in containers' namespaces). Shell: umount -l PATH   See: umount(2)"""
     points = mounts_under(Path(os.path.realpath(store.root)))
     for point in points:
-        with step("unmount a leftover mount", f"umount -l {point}"):
+        with step("unmount a leftover mount", f"umount -l {point}", why="first, deepest "
+                  "first: a removal must never walk through a mount into a layer"):
             libc.umount2(point, libc.MNT_DETACH)
     return [f"unmounted {p}" for p in points]

@@ -17,7 +17,7 @@ Three processes, each a function of this module (as contained.c has main and chi
       what changed           diff.scan of the upperdir against the image
       (undo, in reverse)     kill and reap; the network, the cgroup; the directory (--rm)
     shim()                 between, because a new PID namespace is for children only
-      parent-death signal → wait for "go" → into the cgroup → (--userns: enter it) →
+      wait for "go" → parent-death signal → into the cgroup → (--userns: enter it) →
       unshare(mount, UTS, IPC, PID, net, cgroup) → fork init → out of the cgroup (v1) →
       report init's pid → wait for init, exit as it does
     init_container()       inside, as PID 1 of the new PID namespace
@@ -106,7 +106,9 @@ def run(spec: RunSpec) -> Outcome:
         cid = store.new_id()
         explain.define("C", store.containers / cid)
         with step("create the container's upper, work and merged directories",
-                  "mkdir -p $C/upper $C/work $C/merged"):
+                  "mkdir -p $C/upper $C/work $C/merged",
+                  why="overlay needs an empty upper and work on one filesystem, and a mount "
+                  "point; first, so that a lock on the container exists before anything else"):
             dirs, lock = store.new_container(cid, spec.name, spec.image)
     except BaseException:
         os.close(image_lock)
@@ -159,7 +161,9 @@ def run(spec: RunSpec) -> Outcome:
         finished = time.time()
         note(f"the container exited with code {exit_code}; its mounts went with its namespace")
         with step("read what its cgroup counted",
-                  "\n".join(f"grep . {f}" for f in cg.counter_files())):
+                  "\n".join(f"grep . {f}" for f in cg.counter_files()),
+                  why="peak memory, OOM kills, forks refused, cpu time: the limits line of "
+                  "the report; before the cgroup is removed, which loses them"):
             stats = cg.stats()
         # The command has run: from here a full disk costs the record, never the exit code,
         # the report or --rm (the report needs no disk).
@@ -167,7 +171,9 @@ def run(spec: RunSpec) -> Outcome:
                           stats={**stats.as_dict(), "wall_seconds": round(wall, 3)},
                           ended_by=cgroups.why_it_ended(spec.limits, stats, exit_code))
         with step("read what changed: the entries of the upperdir",
-                  f"find {dirs.upper} -printf '%y %p\\n'"):
+                  f"find {dirs.upper} -printf '%y %p\\n'",
+                  why="everything the container wrote is in upper, and only there: the "
+                  "change report; after the exit, so that nothing moves while it is read"):
             changes = diff.scan(dirs.upper, image.lowers)
             upper_bytes = diff.tree_bytes(dirs.upper)
         removing = spec.remove
@@ -204,7 +210,9 @@ def remove_at_end(store: Store, dirs: ContainerDirs, started: bool, removing: bo
     A start that failed: if removing fails too, the error that stopped the start is still
     the one shown (it is the cause); this one is a warning."""
     if removing:
-        with step("remove the container (--rm)", remove.shell_line(dirs.path)):
+        with step("remove the container (--rm)", remove.shell_line(dirs.path),
+                  why="after the report was read, and the cgroup and links removed, with "
+                  "the lock still held: a prune meanwhile sees it alive"):
             store.remove_container(dirs)
     elif not started:
         try:
@@ -331,10 +339,14 @@ def shim(plan: Plan, sock: socket.socket, runtime_pid: int) -> NoReturn:
     """The shim: a fork of the runtime, the parent of the container's init. It exists because
     a new PID namespace applies to the children of the process that unshares it, never to
     that process itself (pid_namespaces(7)). Shell: unshare --fork ... does the same."""
+    explain.acting_as("shim")  # --explain: the steps from here on are the shim's
     try:
-        namespaces.die_with_parent(runtime_pid)  # a container never outlives its runtime
         os.setsid()  # out of the terminal's process group: a Ctrl-C for the runtime is not ours
+        # Until "go", a runtime that dies closes the socket: wait_for_go reads end-of-file
+        # and the shim leaves. Its first step comes after "go" has been read, so that a step
+        # that fails never leaves "go" unread (the runtime would get ECONNRESET, not the error)
         namespaces.wait_for_go(sock)
+        namespaces.die_with_parent(runtime_pid)  # a container never outlives its runtime
         # ch.8: first, while still root on the host: --userns's uid may not write there
         cgroups.move_shim_in(plan.cgroup, plan.runtime_cgroups)
         if plan.user_ns is not None:  # ch.10: the namespaces made next belong to this one
@@ -357,6 +369,7 @@ def shim(plan: Plan, sock: socket.socket, runtime_pid: int) -> NoReturn:
 
 def init_container(plan: Plan, sock: socket.socket) -> NoReturn:
     """PID 1 of the new namespaces: build the container's root, then become its command."""
+    explain.acting_as("init")  # --explain: the steps from here on are the init's
     spec, image, dirs, user_ns, policy = plan.spec, plan.image, plan.dirs, plan.user_ns, plan.policy
     try:
         os.setsid()  # its own session, as Docker's containers have: no host terminal signals
@@ -412,7 +425,8 @@ def idmapped_lowers(count: int) -> list[str]:
 
 def set_hostname(hostname: str) -> None:
     """Only the new UTS namespace sees it. Shell: hostname NAME   See: sethostname(2)"""
-    with step("set the hostname in the new UTS namespace", f"hostname {hostname}"):
+    with step("set the hostname in the new UTS namespace", f"hostname {hostname}",
+              why="the UTS namespace starts with the host's name; only this one changes"):
         socket.sethostname(hostname)
 
 
@@ -421,7 +435,9 @@ def enter_workdir(workdir: str) -> None:
     Shell: mkdir -p WORKDIR && cd WORKDIR"""
     if workdir in ("", "/"):
         return
-    with step("enter the image's working directory", f"mkdir -p {workdir} && cd {workdir}"):
+    with step("enter the image's working directory", f"mkdir -p {workdir} && cd {workdir}",
+              why="the image's WorkingDir, as Docker enters it; after pivot_root, so that "
+              "the path is the container's"):
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
 
@@ -438,7 +454,9 @@ def exec_command(command: tuple[str, ...], env: list[str], sock: socket.socket, 
     environ = dict(item.split("=", 1) for item in env)
     redirect = " </dev/null" if stdin_from_null else ""
     with step("exec the command as PID 1",
-              "exec env -i " + " ".join(env + list(command)) + redirect):
+              "exec env -i " + " ".join(env + list(command)) + redirect,
+              why="last: the command replaces the init, keeps its pid (1), its namespaces "
+              "and what the steps before took away, and nothing of minictr"):
         sys.stdout.flush()
         sys.stderr.flush()
         # Python ignores SIGPIPE and SIGXFSZ (and whoever started minictr may have ignored

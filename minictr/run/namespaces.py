@@ -89,7 +89,9 @@ def die_with_parent(parent_pid: int, *, explained: bool = True) -> None:
         prctl.set_pdeathsig(signal.SIGKILL)
     else:
         with step("ask for SIGKILL when its parent dies (the parent-death signal)",
-                  "setpriv --pdeathsig KILL"):
+                  "setpriv --pdeathsig KILL",
+                  why="a runtime killed with SIGKILL undoes nothing; the kernel then kills "
+                  "the shim, whose death kills the init, and the container is gone"):
             prctl.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(EXIT_RUNTIME_ERROR)
@@ -128,7 +130,9 @@ class Child:
         the host (the shim out of the cgroup, eth0) is done. An init that has failed already
         has closed its end: its error is the next message read."""
         with step("tell the init it may start: what the host does for it is done",
-                  '# on the start-up socket: {"ready": true}'), \
+                  '# on the start-up socket: {"ready": true}',
+                  why="the init waits for it, so that the command never starts beside the "
+                  "shim in the cgroup, or without its eth0"), \
                 suppress(BrokenPipeError, ConnectionResetError):
             send(self.sock, {"ready": True})
 
@@ -210,7 +214,9 @@ def unshare_namespaces(host_network: bool) -> None:
     which = ("mount, UTS, IPC, PID, cgroup (not network: --network host)" if host_network
              else "mount, UTS, IPC, PID, network, cgroup")
     with step(f"unshare namespaces: {which}",
-              "unshare " + " ".join(opt for _, opt in chosen) + " --fork"):
+              "unshare " + " ".join(opt for _, opt in chosen) + " --fork",
+              why="in the shim, already in the cgroup: the cgroup namespace's root is the "
+              "cgroup it is in now; the new PID namespace is for the child it forks next"):
         libc.unshare(flags)
 
 

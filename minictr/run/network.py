@@ -26,7 +26,7 @@ Why these choices:
   172.30.0.0/24), not podman's 10.88.0.0/16, libvirt's 192.168.122.0/24 or Kubernetes'
   10.96.0.0/12 and 10.244.0.0/16. The bridge is refused, with a hint, if a route of the host
   overlaps it anyway; MINICTR_SUBNET=10.77.0.0/24 chooses another when the bridge is made.
-- Addresses are leases: /run/minictr/run/network/leases/ADDRESS, flock(2)-ed by the runtime for
+- Addresses are leases: /run/minictr/network/leases/ADDRESS, flock(2)-ed by the runtime for
   the container's whole life (as its own lock is). An address is free exactly when no process
   holds its file, so two containers never share one, even started at the same moment, and a
   runtime killed with SIGKILL frees it at once. They live in /run, not in MINICTR_ROOT: the
@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import note, step
+from minictr.run.mounts import Mount, shell
 from minictr.spec import Port
 
 if TYPE_CHECKING:  # only for type hints: pyroute2 is imported where it is used
@@ -134,7 +135,9 @@ def loopback_up() -> None:
     none, must not pay the ~130 ms it takes to import, for the one flag it needs.
     Shell: ip link set lo up          See: netdevice(7) SIOCGIFFLAGS, SIOCSIFFLAGS
     """
-    with step("bring the loopback interface up", "ip link set lo up"), \
+    with step("bring the loopback interface up", "ip link set lo up",
+              why="a new network namespace has lo down: without it not even 127.0.0.1 "
+              "answers"), \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack(IFREQ, b"lo", 0)
         flags = struct.unpack(IFREQ, fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
@@ -157,7 +160,9 @@ def write_files(directory: Path, mode: str, hostname: str,
              "resolv.conf": resolv_conf(reachable_from_container=mode == "bridge")}
     with step("write the container's hosts, hostname and resolv.conf in its directory",
               "\n".join(f"cat > $C/{name} <<'EOF'\n{text.rstrip()}\nEOF"
-                        for name, text in texts.items())):
+                        for name, text in texts.items()),
+              why="in $C, not in the image: bound over /etc by the init, they never show in "
+              "the change report"):
         for name, text in texts.items():
             (directory / name).write_text(text)
             os.chmod(directory / name, 0o644)
@@ -208,9 +213,11 @@ def bind_files(source: Path, merged: Path, names: Iterable[str]) -> None:
             note(f"/etc/{name} is not a file in the image: not provided (making it would "
                  "write into the upper)")
             continue
+        m = Mount(str(source / name), str(target), None, libc.MS_BIND)
         with step(f"provide /etc/{name}: bind the container's own copy over the image's",
-                  f"mount --bind {source / name} {target}"):
-            libc.mount(str(source / name), str(target), None, libc.MS_BIND)
+                  shell(m), why="before pivot_root, while $C can still be reached: after it, "
+                  "only the container's files can"):
+            libc.mount(*m)
 
 
 # --- errors: netlink's errno, kept ----------------------------------------------------------
@@ -322,7 +329,7 @@ def ensure_bridge(ipr: IPRoute) -> ipaddress.IPv4Interface:
                         "prune removes it, once no container uses it")
     if gateway is None:
         gateway = ipaddress.IPv4Interface(f"{next(wanted.hosts())}/{wanted.prefixlen}")
-        _make_bridge(ipr, gateway)
+        make_bridge(ipr, gateway)
     if _table_exists():
         return gateway
     outside = default_route_interface(ipr)
@@ -331,27 +338,33 @@ def ensure_bridge(ipr: IPRoute) -> ipaddress.IPv4Interface:
              "nothing beyond (no outbound NAT)")
     with step("make the NAT rules, and the chain where -p puts its port rules",
               f"nft -f - <<'EOF'\n{nat_table(gateway.network, outside)}EOF",
-              {errno.ENOENT: NO_NFT_HINT}):
+              {errno.ENOENT: NO_NFT_HINT}, why="once, with the bridge: the containers' "
+              "packets leave with the host's address, and -p has a chain to add to"):
         nft(nat_table(gateway.network, outside))
     if outside is not None:
         enable_forwarding()
     return gateway
 
 
-def _make_bridge(ipr: IPRoute, gateway: ipaddress.IPv4Interface) -> None:
+def make_bridge(ipr: IPRoute, gateway: ipaddress.IPv4Interface) -> None:
     """ip link add minictr0 type bridge; ip addr add 10.123.0.1/24 dev minictr0; up"""
     check_subnet_is_free(ipr, gateway.network)
     with step(f"make the bridge {BRIDGE}: a switch the containers' veths plug into",
-              f"ip link add {BRIDGE} type bridge"), netlink_errors():
+              f"ip link add {BRIDGE} type bridge", why="once, by the first container on "
+              "the bridge: the others plug into it"), netlink_errors():
         ipr.link("add", ifname=BRIDGE, kind="bridge")
     index = _link_index(ipr, BRIDGE)
     with step("give the bridge the subnet's first address: the containers' gateway",
-              f"ip addr add {gateway} dev {BRIDGE}"), netlink_errors():
+              f"ip addr add {gateway} dev {BRIDGE}", why="the containers' default route "
+              "goes to it: the host's side of their subnet"), netlink_errors():
         ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
-    with step("bring the bridge up", f"ip link set {BRIDGE} up"), netlink_errors():
+    with step("bring the bridge up", f"ip link set {BRIDGE} up",
+              why="a new link is down: no packet crosses it until it is up"), netlink_errors():
         ipr.link("set", index=index, state="up")
     with step("let the kernel route 127.0.0.1 out of the bridge (for -p to 127.0.0.1:HOSTPORT)",
-              f"sysctl -w net.ipv4.conf.{BRIDGE}.route_localnet=1"):
+              f"sysctl -w net.ipv4.conf.{BRIDGE}.route_localnet=1",
+              why="the kernel drops packets to 127.0.0.0/8 that would leave the host's lo: "
+              "without this, -p would not answer at 127.0.0.1"):
         Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
 
 
@@ -414,7 +427,8 @@ def enable_forwarding() -> None:
     if before == "1":
         return
     with step("let the host forward the containers' packets (network prune restores it)",
-              "sysctl -w net.ipv4.ip_forward=1"):
+              "sysctl -w net.ipv4.ip_forward=1", why="the containers' packets cross the "
+              "host, from the bridge to its outside interface: the host must route them"):
         FORWARD_BEFORE.write_text(before + "\n")
         IP_FORWARD.write_text("1")
 
@@ -559,7 +573,9 @@ def unpublish(owner: str) -> list[Rule]:
     rules = [r for r in published_rules() if r.owner == owner]
     if rules:
         script = "".join(f"delete rule ip {TABLE} published handle {r.handle}\n" for r in rules)
-        with step(f"remove the port rules of {owner}", f"nft -f - <<'EOF'\n{script}EOF"):
+        with step(f"remove the port rules of {owner}", f"nft -f - <<'EOF'\n{script}EOF",
+                  why="before its address is freed: the next container to get it must not "
+                  "receive this one's ports"):
             nft(script)
     return rules
 
@@ -612,7 +628,8 @@ class Attachment:
         veth, lease = veth_name(self.cid), self.lease
         ns = f"/proc/{pid}/ns/net"
         with step("hold the container's network namespace until its veth is deleted",
-                  f"exec {{fd}}<{ns}"):
+                  f"exec {{fd}}<{ns}", why="first: the init could die meanwhile, and its "
+                  "pid be reused; the fd names this namespace, whatever happens"):
             self.netns_fd = os.open(ns, os.O_RDONLY | os.O_CLOEXEC)
         if os.fstat(self.netns_fd).st_ino == os.stat("/proc/self/ns/net").st_ino:
             raise StepError("connect the container", f"process {pid} is in the host's network "
@@ -620,13 +637,17 @@ class Attachment:
         with IPRoute() as ipr:
             bridge = _link_index(ipr, BRIDGE)
             with step("make a veth pair: one end on the host, the other eth0 in the container",
-                      f"ip link add {veth} type veth peer name eth0 netns {pid}"), \
+                      f"ip link add {veth} type veth peer name eth0 netns {pid}",
+                      why="by the runtime, from outside: the init, in its own network "
+                      "namespace, cannot reach the host's"), \
                     netlink_errors():
                 ipr.link("add", ifname=veth, kind="veth",
                          peer={"ifname": "eth0", "net_ns_fd": self.netns_fd})
             self.veth = veth
             with step("plug the host's end into the bridge, and bring it up",
-                      f"ip link set {veth} master {BRIDGE} up"), netlink_errors():
+                      f"ip link set {veth} master {BRIDGE} up", why="plugged in, the "
+                      "container reaches the bridge and, through it, the others"), \
+                    netlink_errors():
                 ipr.link("set", index=_link_index(ipr, veth), master=bridge, state="up")
         # pyroute2 makes a socket in the namespace in a forked child. That child must not run
         # the runtime's own signal handlers (container.passing_signals_to: pyroute2 ends it
@@ -635,15 +656,20 @@ class Attachment:
         with IPRoute(netns=ns, flags=0) as inside:  # flags=0: never create a namespace
             eth0 = _link_index(inside, "eth0")
             with step("give eth0 the container's address",
-                      f"nsenter --net={ns} ip addr add {lease.address} dev eth0"), \
+                      f"nsenter --net={ns} ip addr add {lease.address} dev eth0",
+                      why="the address leased for it, so that no two containers share "
+                      "one"), \
                     netlink_errors():
                 inside.addr("add", index=eth0, address=str(lease.address.ip),
                             prefixlen=lease.address.network.prefixlen)
-            with step("bring eth0 up", f"nsenter --net={ns} ip link set eth0 up"), \
+            with step("bring eth0 up", f"nsenter --net={ns} ip link set eth0 up",
+                      why="a new link is down; the route below needs it up"), \
                     netlink_errors():
                 inside.link("set", index=eth0, state="up")
             with step("send everything else to the bridge: the default route",
-                      f"nsenter --net={ns} ip route add default via {lease.gateway}"), \
+                      f"nsenter --net={ns} ip route add default via {lease.gateway}",
+                      why="the subnet is on eth0; everything beyond it goes through the "
+                      "host"), \
                     netlink_errors():
                 inside.route("add", dst="0.0.0.0/0", gateway=str(lease.gateway))
             for link in inside.get_links(eth0):
@@ -662,11 +688,14 @@ class Attachment:
                     unpublish(self.cid[:12])
                 if self.veth is not None:
                     with IPRoute() as ipr, step("delete the veth pair (its other end, eth0, "
-                                                "goes with it)", f"ip link del {self.veth}"), \
+                                                "goes with it)", f"ip link del {self.veth}",
+                                                why="before the address is freed: no one "
+                                                "else may get it while this link has it"), \
                             tolerating(errno.ENODEV, errno.ENOENT):
                         ipr.link("del", ifname=self.veth)
                 with step(f"free the address {self.lease.address.ip}",
-                          f"rm {self.lease.path}"), tolerating(errno.ENOENT):
+                          f"rm {self.lease.path}", why="last: the next container may "
+                          "take the address"), tolerating(errno.ENOENT):
                     self.lease.path.unlink()
                 os.close(self.lease.fd)
         finally:
@@ -701,7 +730,8 @@ def attached(mode: str, ports: Sequence[Port], cid: str, name: str, hostname: st
             forget_stale(ipr)
             gateway = ensure_bridge(ipr)
             with step("lease an address: the first file of the subnet no runtime flock-s",
-                      f"flock -n {STATE_DIR}/leases/ADDRESS ..."):
+                      f"flock -n {STATE_DIR}/leases/ADDRESS ...", why="before the shim "
+                      "exists: a full subnet is refused with nothing started"):
                 att.lease = allocate(gateway, {"container": cid, "name": name,
                                                "veth": veth_name(cid),
                                                "ports": [str(p) for p in ports],
@@ -714,7 +744,8 @@ def attached(mode: str, ports: Sequence[Port], cid: str, name: str, hostname: st
                     check_host_port(port, owners)
                 script = publish_script(cid, name, att.lease.address, ports)
                 with step("publish the ports: DNAT from the host's port to the container's",
-                          f"nft -f - <<'EOF'\n{script}EOF"):
+                          f"nft -f - <<'EOF'\n{script}EOF", why="before the shim exists: "
+                          "a port another container has is refused first"):
                     nft(script)
                 att.published = True
         att.files = write_files(directory, mode, hostname, att.lease.address)
@@ -751,7 +782,9 @@ def forget_stale(ipr: IPRoute) -> list[str]:
     for link in ipr.get_links():
         ifname = str(link.get_attr("IFLA_IFNAME"))
         if VETH_PATTERN.fullmatch(ifname) and ifname not in veths:
-            with step("delete a dead container's veth", f"ip link del {ifname}"), \
+            with step("delete a dead container's veth", f"ip link del {ifname}",
+                      why="its runtime was killed and undid nothing; its address may be "
+                      "leased again"), \
                     tolerating(errno.ENODEV, errno.ENOENT):
                 ipr.link("del", ifname=ifname)
             removed.append(f"{ifname}  (veth of a dead container)")
@@ -800,17 +833,20 @@ def prune() -> tuple[list[str], int]:
         if users:
             return removed, users
         if _table_exists():
-            with step("remove the NAT and port rules", f"nft delete table ip {TABLE}"):
+            with step("remove the NAT and port rules", f"nft delete table ip {TABLE}",
+                      why="no container uses the bridge any more"):
                 nft(f"delete table ip {TABLE}\n")
             removed.append(f"table ip {TABLE}  (nft)")
         if _link_index(ipr, BRIDGE) is not None:
-            with step(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}"), \
+            with step(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}",
+                      why="after its rules: nothing refers to it any more"), \
                     tolerating(errno.ENODEV, errno.ENOENT):
                 ipr.link("del", ifname=BRIDGE)
             removed.append(BRIDGE)
         if FORWARD_BEFORE.exists():
             before = FORWARD_BEFORE.read_text().strip()
-            with step("put ip_forward back as it was", f"sysctl -w net.ipv4.ip_forward={before}"):
+            with step("put ip_forward back as it was", f"sysctl -w net.ipv4.ip_forward={before}",
+                      why="minictr turned it on for its containers; none is left"):
                 IP_FORWARD.write_text(before)
                 FORWARD_BEFORE.unlink()
             removed.append(f"net.ipv4.ip_forward={before}  (restored)")

@@ -1,6 +1,6 @@
 """The overlay mount: one shared read-only image below, one private writable layer above.
 
-    mount -t overlay overlay -o lowerdir=IMAGE,upperdir=UPPER,workdir=WORK MERGED
+    mount -t overlay -o lowerdir=IMAGE,upperdir=UPPER,workdir=WORK overlay MERGED
 
 Reads find a file in upper if it is there, else in the lowers. The first write to a lower
 file copies it up whole into upper ("copy-up"); a deleted lower file leaves a whiteout in
@@ -18,6 +18,7 @@ from pathlib import Path
 from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import step
+from minictr.run.mounts import Mount, shell
 
 # Options are passed explicitly, so what the container does to upper, and so the change
 # report, do not depend on how a distribution built its kernel (CONFIG_OVERLAY_FS_*):
@@ -100,8 +101,10 @@ def mount_overlay(layers_dir: Path, lowers: Sequence[str], upper: Path, work: Pa
         f"can use (findmnt -T {upper})? see dmesg",
         errno.EPERM: "mounting needs root (CAP_SYS_ADMIN): try sudo",
     }
+    m = Mount("overlay", str(merged), "overlay", libc.MS_NODEV, options)
     with step("mount the overlay: the image's layers below, a private upper above",
-              f"cd {layers_dir} && mount -t overlay overlay -o nodev,{options} {merged}",
-              hints):
+              f"cd {layers_dir} && {shell(m)}", hints,
+              why="the container's root: first of the init's mounts, as /proc, /dev and /sys "
+              "are mounted inside it"):
         os.chdir(layers_dir)
-        libc.mount("overlay", str(merged), "overlay", libc.MS_NODEV, options)
+        libc.mount(*m)

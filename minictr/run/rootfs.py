@@ -15,12 +15,22 @@ from pathlib import Path
 from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import note, step
+from minictr.run.mounts import Mount, shell
 
 # The devices a container needs and no more: (name, major, minor). See devices.txt in the
 # kernel source; runc's default spec has the same list. They are the host's own nodes,
-# bind-mounted, so that /dev itself can be nodev (see mount_dev).
+# bind-mounted, so that /dev itself can be nodev (see mount_dev): no mknod here.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
            ("urandom", 1, 9), ("tty", 5, 0))
+
+# The symlinks every /dev has (name, target), as runc makes them: /dev/fd, /dev/std* (a shell's
+# `echo >/dev/stderr`), and ptmx, which must be the container's own devpts's (see mount_dev).
+LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+
+# The flags of every kernel filesystem a container gets: no setuid binary, device node or
+# program on them counts. See mount(2) MS_NOSUID, MS_NODEV, MS_NOEXEC.
+SAFE = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
 def make_mounts_private() -> None:
@@ -31,29 +41,32 @@ def make_mounts_private() -> None:
     refuses to work with a shared mount (EINVAL).
     Shell: mount --make-rprivate /           See: mount_namespaces(7)
     """
-    with step("make every mount private", "mount --make-rprivate /"):
-        libc.mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    m = Mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    with step("make every mount private", shell(m),
+              why="first: a copy of the host's mounts may share its events, and every mount "
+              "after this one must stay in this namespace"):
+        libc.mount(*m)
 
 
-def _mount_point(merged: Path, name: str) -> str:
-    """merged/NAME, made if the image lacks it (that mkdir lands in upper, and shows there).
+def _make_mount_point(target: str) -> None:
+    """The directory merged/NAME, made if the image lacks it (that mkdir lands in upper, and
+    shows there).
 
     The image decides what is there. A symlink would be followed by mount(2), on the host's
     side of pivot_root (`proc -> /etc` would mount over the host's /etc, in this namespace),
     so it is refused, as runc refuses it; so is a file or anything else but a directory.
     Nothing of the container runs yet: nothing can swap it between this check and the mount.
     """
-    target = merged / name
+    name = os.path.basename(target)
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        target.mkdir(mode=0o755)
-        return str(target)
+        os.mkdir(target, mode=0o755)
+        return
     if not stat.S_ISDIR(st.st_mode):
         what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
         raise StepError(f"mount /{name}", f"mount target /{name} in the image is {what}",
                         hint=f"the image must have /{name} as a directory, or none")
-    return str(target)
 
 
 def mount_proc(merged: Path) -> None:
@@ -62,10 +75,12 @@ def mount_proc(merged: Path) -> None:
     Mounted by the container's PID 1, so it belongs to the new PID namespace (proc(5)).
     Shell: mount -t proc -o nosuid,nodev,noexec proc merged/proc
     """
-    with step("mount /proc for the new PID namespace",
-              f"mount -t proc -o nosuid,nodev,noexec proc {merged}/proc"):
-        flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
-        libc.mount("proc", _mount_point(merged, "proc"), "proc", flags)
+    m = Mount("proc", f"{merged}/proc", "proc", SAFE)
+    with step("mount /proc for the new PID namespace", shell(m),
+              why="by PID 1 of the new PID namespace, so that it shows that namespace's "
+              "processes only; inside the overlay, so after it"):
+        _make_mount_point(m.target)
+        libc.mount(*m)
 
 
 def mount_dev(merged: Path, *, tty_group: bool = True) -> None:
@@ -78,32 +93,39 @@ def mount_dev(merged: Path, *, tty_group: bool = True) -> None:
     would make useless too: the host's own nodes are bind-mounted onto empty files, as
     bubblewrap and rootless runc do (in a user namespace, mknod is not allowed at all).
     ``tty_group``: give the ptys to group 5 (tty), when the container has a group 5.
+    Shell: each line --explain shows, from DEVICES and LINKS        See: mount(2), devpts.rst
     """
-    dev = Path(_mount_point(merged, "dev"))
+    dev = Path(f"{merged}/dev")
+    tmpfs = Mount("tmpfs", str(dev), "tmpfs", SAFE, "mode=755,size=64k")
+    binds = [Mount(f"/dev/{name}", str(dev / name), None, libc.MS_BIND) for name, _, _ in DEVICES]
     with step("mount a minimal /dev, nodev, with the host's safe devices bound into it",
-              f"mount -t tmpfs -o nosuid,nodev,noexec,mode=755,size=64k tmpfs {dev}\n"
-              f"cd {dev} && " + "; ".join(f"touch {n} && mount --bind /dev/{n} {n}"
-                                          for n, _, _ in DEVICES)
-              + "; ln -s /proc/self/fd fd; ln -s pts/ptmx ptmx"):
-        libc.mount("tmpfs", str(dev), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-                   "mode=755,size=64k")
-        for name, _, _ in DEVICES:
-            os.close(os.open(dev / name, os.O_CREAT | os.O_WRONLY, 0o666))
-            libc.mount(f"/dev/{name}", str(dev / name), None, libc.MS_BIND)
-        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                             ("ptmx", "pts/ptmx")):
+              "\n".join([shell(tmpfs), *(f"touch {b.target} && {shell(b)}" for b in binds),
+                         *(f"ln -s {target} {dev / link}" for link, target in LINKS)]),
+              why="the host's /dev holds its disks: a fresh nodev tmpfs with six devices bound "
+              "from the host (a node made by mknod could not be opened on it)"):
+        _make_mount_point(tmpfs.target)
+        libc.mount(*tmpfs)
+        for b in binds:
+            os.close(os.open(b.target, os.O_CREAT | os.O_WRONLY, 0o666))  # touch
+            libc.mount(*b)
+        for link, target in LINKS:
             os.symlink(target, dev / link)
-    options = "newinstance,ptmxmode=0666,mode=620" + (",gid=5" if tty_group else "")
+    # mode=620: the owner (the pty's user) reads and writes, the tty group only writes (wall)
+    # ptmxmode=0666: anyone opens pts/ptmx, which /dev/ptmx points to. See devpts.rst.
+    pts = Mount("devpts", str(dev / "pts"), "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=620" + (",gid=5" if tty_group else ""))
     with step("mount a private devpts for the container's terminals",
-              f"mount -t devpts -o {options} devpts {dev}/pts"):
-        (dev / "pts").mkdir()
-        libc.mount("devpts", str(dev / "pts"), "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-                   options)
-    with step("mount /dev/shm", f"mount -t tmpfs -o nosuid,nodev,mode=1777 shm {dev}/shm"):
-        (dev / "shm").mkdir()
-        libc.mount("shm", str(dev / "shm"), "tmpfs",
-                   libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "mode=1777,size=65536k")
+              f"mkdir {pts.target}\n{shell(pts)}",
+              why="its own instance: the ptys of the host (and of other containers) are not "
+              "in it; after /dev, the tmpfs it is mounted in"):
+        os.mkdir(pts.target)
+        libc.mount(*pts)
+    shm = Mount("shm", str(dev / "shm"), "tmpfs", SAFE, "mode=1777,size=65536k")
+    with step("mount /dev/shm", f"mkdir {shm.target}\n{shell(shm)}",
+              why="POSIX shared memory (shm_open(3)) needs a writable tmpfs: the container's "
+              "own, limited to 64 MiB as Docker's, not the host's"):
+        os.mkdir(shm.target)
+        libc.mount(*shm)
 
 
 def mount_sys(merged: Path, *, read_only: bool = True) -> None:
@@ -112,12 +134,12 @@ def mount_sys(merged: Path, *, read_only: bool = True) -> None:
 
     Shell: mount -t sysfs -o ro,nosuid,nodev,noexec sysfs merged/sys
     """
-    how = "ro" if read_only else "rw"
+    m = Mount("sysfs", f"{merged}/sys", "sysfs", SAFE | (libc.MS_RDONLY if read_only else 0))
     with step(f"mount /sys {'read-only' if read_only else 'read-write (--privileged)'}",
-              f"mount -t sysfs -o {how},nosuid,nodev,noexec sysfs {merged}/sys"):
-        flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
-        libc.mount("sysfs", _mount_point(merged, "sys"), "sysfs",
-                   flags | (libc.MS_RDONLY if read_only else 0))
+              shell(m), why="programs read devices and settings there; read-only, so that "
+              "root in the container changes none of the host's"):
+        _make_mount_point(m.target)
+        libc.mount(*m)
 
 
 def pivot_into(merged: Path) -> None:
@@ -132,7 +154,9 @@ def pivot_into(merged: Path) -> None:
     hints = {errno.EINVAL: "is / still shared? (mount --make-rprivate /)",
              errno.EBUSY: "is merged a mount point? (the overlay must be mounted on it)"}
     with step("pivot_root into the overlay and detach the host's root",
-              f"cd {merged} && pivot_root . . && umount -l . && cd /", hints):
+              f"cd {merged} && pivot_root . . && umount -l . && cd /", hints,
+              why="last of the mounts: after it the host's tree is out of reach, so every "
+              "mount of the container was made before, under merged/"):
         os.chdir(merged)
         libc.pivot_root(".", ".")
         libc.umount2(".", libc.MNT_DETACH)

@@ -43,6 +43,7 @@ import prctl
 from minictr import libc
 from minictr.errors import StepError
 from minictr.explain import note, step
+from minictr.run.mounts import Mount, shell
 from minictr.spec import IdMap, RunSpec
 
 # Every capability, by its number (<linux/capability.h>; capsh --print names them the same).
@@ -262,23 +263,26 @@ def mask_paths(merged: Path, paths: Sequence[str]) -> tuple[str, ...]:
            mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=555 tmpfs merged/sys/firmware
     """
     present = tuple(p for p in paths if os.path.lexists(f"{merged}{p}"))
-    if present:
-        lines = [f"mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=555 tmpfs {merged}{p}"
-                 if os.path.isdir(f"{merged}{p}") else f"mount --bind /dev/null {merged}{p}"
-                 for p in present]
+    masks = [mask_mount(f"{merged}{p}") for p in present]  # decided once: shown, then done
+    if masks:
         with step("mask paths that show the host's kernel: /dev/null or an empty tmpfs over "
-                  "them", "\n".join(lines)):
-            for p in present:
-                target = f"{merged}{p}"
-                if os.path.isdir(target):
-                    libc.mount("tmpfs", target, "tmpfs",
-                               libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-                               "mode=555")
-                else:
-                    libc.mount("/dev/null", target, None, libc.MS_BIND)
+                  "them", "\n".join(shell(m) for m in masks),
+                  why="once /proc and /sys are there to mask, and before pivot_root, while "
+                  "every mount of the container is made under merged/"):
+            for m in masks:
+                libc.mount(*m)
     if missing := [p for p in paths if p not in present]:
         note(f"not on this machine, nothing to mask: {' '.join(missing)}")
     return present
+
+
+def mask_mount(target: str) -> Mount:
+    """The mount(2) call that hides ``target``: an empty read-only tmpfs over a directory
+    (mode 555: nothing can be made in it), /dev/null bound over anything else (it reads as
+    empty, and writes vanish). Shell: as mask_paths shows"""
+    if os.path.isdir(target):
+        return Mount("tmpfs", target, "tmpfs", libc.MS_RDONLY | _KEPT_FLAGS, "mode=555")
+    return Mount("/dev/null", target, None, libc.MS_BIND)
 
 
 def make_read_only(merged: Path, paths: Sequence[str]) -> tuple[str, ...]:
@@ -286,23 +290,38 @@ def make_read_only(merged: Path, paths: Sequence[str]) -> tuple[str, ...]:
     bind with MS_RDONLY. The remount keeps the nosuid, nodev and noexec the path has (from
     statvfs): a remount that would clear a locked flag fails with EPERM. Paths this machine
     lacks are skipped. Returns the paths made read-only, for the init to report.
-    Shell: mount --bind P P && mount -o remount,bind,ro,nosuid,nodev,noexec P
+    Shell: mount --rbind P P && mount -o remount,bind,ro,nosuid,nodev,noexec P
     See: mount(2) "Creating a bind mount", "Remounting an existing mount"
     """
     present = tuple(p for p in paths if os.path.lexists(f"{merged}{p}"))
-    if present:
-        lines = [f"mount --bind {merged}{p} {merged}{p} && "
-                 f"mount -o remount,bind,ro,nosuid,nodev,noexec {merged}{p}" for p in present]
-        with step("make kernel paths read-only: /proc/sys and others", "\n".join(lines)):
-            for p in present:
-                target = f"{merged}{p}"
-                libc.mount(target, target, None, libc.MS_BIND | libc.MS_REC)
-                kept = os.statvfs(target).f_flag & _KEPT_FLAGS
-                libc.mount(target, target, None,
-                           libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept)
+    name = "make kernel paths read-only: /proc/sys and others"
+    try:
+        pairs = [read_only_mounts(f"{merged}{p}") for p in present]
+    except OSError as e:  # statvfs: the path went away (it cannot: nothing else runs yet)
+        raise StepError.from_os_error(name, e) from e
+    if pairs:
+        with step(name, "\n".join(f"{shell(bind)} && {shell(remount)}" for bind, remount in pairs),
+                  why="writing them changes the whole machine, not the container; before "
+                  "pivot_root, as the masks are"):
+            for bind, remount in pairs:
+                libc.mount(*bind)
+                libc.mount(*remount)
     if missing := [p for p in paths if p not in present]:
         note(f"not on this machine, nothing to make read-only: {' '.join(missing)}")
     return present
+
+
+def read_only_mounts(target: str) -> tuple[Mount, Mount]:
+    """The two mount(2) calls that make ``target`` read-only: a bind of it onto itself, then
+    a remount of that bind, read-only, keeping the nosuid, nodev and noexec it has.
+
+    The flags are read before the bind: a bind mount copies the flags of the mount its source
+    is on (mount(2)), so they are the same after it, and the shell line can show them.
+    Shell: mount --rbind T T && mount -o remount,bind,ro,KEPT T       See: statvfs(3)
+    """
+    kept = os.statvfs(target).f_flag & _KEPT_FLAGS
+    return (Mount(target, target, None, libc.MS_BIND | libc.MS_REC),
+            Mount(target, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept))
 
 
 # --- in the container's init, the last steps before exec ----------------------------------
@@ -322,10 +341,11 @@ def drop_capabilities(kept: Sequence[str], dropped: Sequence[str]) -> None:
     """
     numbers = [number(c) for c in dropped]
     settable = set(prctl.ALL_CAPS)  # those python-prctl knows; the bounding set takes any
-    shell = (f"capsh --drop={','.join(dropped)} --inh= --noamb" if dropped
-             else "capsh --inh= --noamb")
+    line = (f"capsh --drop={','.join(dropped)} --inh= --noamb" if dropped
+            else "capsh --inh= --noamb")
     with step(f"drop capabilities: keep {len(kept)}, drop {len(dropped)}; clear inheritable "
-              "and ambient", shell):
+              "and ambient", line, why="last of the privileged steps: every one above "
+              "needs root's full powers (mount: CAP_SYS_ADMIN), and this one CAP_SETPCAP"):
         for n in numbers:  # needs CAP_SETPCAP, so before the effective set loses it
             prctl.capbset_drop(n)
         prctl.set_caps(([n for n in numbers if n in settable],
@@ -339,5 +359,6 @@ def set_no_new_privs() -> None:
     Shell: setpriv --no-new-privs     See: prctl(2) PR_SET_NO_NEW_PRIVS
     """
     with step("set no_new_privs: a setuid binary will not run as its owner",
-              "setpriv --no-new-privs"):
+              "setpriv --no-new-privs", why="right before the exec: from it on, no setuid "
+              "binary or file capability gives back what was dropped"):
         prctl.set_no_new_privs(1)

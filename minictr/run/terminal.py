@@ -32,7 +32,9 @@ def attach_new_pty(sock: socket.socket) -> None:
     Shell (roughly): script -q /dev/null  — a new session whose controlling tty is a new pty
     """
     with step("open a pseudo-terminal in the container's devpts",
-              "exec setsid -c COMMAND </dev/pts/0 >/dev/pts/0 2>&1"):
+              "exec setsid -c COMMAND </dev/pts/0 >/dev/pts/0 2>&1",
+              why="after pivot_root, from the container's own devpts: the host's terminal "
+              "is never handed to it"):
         explain.keep_the_users_terminal()  # --explain and --step stay on the user's
         master, slave = os.openpty()  # opens /dev/ptmx, which is the container's pts/ptmx
         send(sock, {"pty": True}, [master])

@@ -171,7 +171,9 @@ def create(idmap: IdMap) -> int:
              errno.EINVAL: "the kernel refused the map: is the range inside 1..4294967294?"}
     with step("create a user namespace and write its uid and gid maps",
               f"unshare --user sleep infinity &\necho '{idmap.line}' > /proc/$!/uid_map\n"
-              f"echo '{idmap.line}' > /proc/$!/gid_map", hints):
+              f"echo '{idmap.line}' > /proc/$!/gid_map", hints,
+              why="first, by the runtime: only a process still root on the host may map "
+              "other ids than its own, and the idmapped mounts need the maps"):
         ready_r, ready_w = os.pipe()
         done_r, done_w = os.pipe()
         pid = os.fork()
@@ -268,29 +270,32 @@ def idmapped_mounts(userns_fd: int, dirs: ContainerDirs, image: Image) -> list[i
            mount namespace: see attach)
     """
     lowers = dirs.path / "lowers"
-    lines = ["mkdir -p " + " ".join(f"{lowers}/{n}" for n in range(1, len(image.layers) + 1)),
-             f"mount --bind -o X-mount.idmap=/proc/$!/ns/user --make-private "
-             f"{dirs.path} {dirs.path}"]
-    lines += [f"mount --bind -o X-mount.idmap=/proc/$!/ns/user,ro --make-private {layer} "
-              f"{lowers}/{n}" for n, layer in enumerate(image.layers, 1)]
+    # (path, where the init attaches it, its attributes), shown and done from this one list.
+    # The layers read-only: nothing in the container can write through to them.
+    plan = [(dirs.path, dirs.path, libc.MOUNT_ATTR_IDMAP)]
+    plan += [(layer, lowers / str(n), libc.MOUNT_ATTR_IDMAP | libc.MOUNT_ATTR_RDONLY)
+             for n, layer in enumerate(image.layers, 1)]
+    lines = ["mkdir -p " + " ".join(str(where) for _, where, _ in plan[1:])]
+    lines += [f"mount --bind -o X-mount.idmap=/proc/$!/ns/user"
+              f"{',ro' if attr & libc.MOUNT_ATTR_RDONLY else ''} --make-private {path} {where}"
+              for path, where, attr in plan]
     hints = {errno.EINVAL: "this filesystem cannot be idmapped (ext4, xfs and btrfs can; "
              "tmpfs from Linux 6.3): put MINICTR_ROOT on one that can",
              errno.ENOSYS: "this kernel has no mount_setattr(2): --userns needs Linux 5.19"}
     fds: list[int] = []
     with step("idmap the container's directory and the image's layers",
-              "\n".join(lines), hints):
+              "\n".join(lines), hints,
+              why="by the runtime, root on the host: idmapping a mount needs CAP_SYS_ADMIN "
+              "over its filesystem, which the container's root never has"):
         try:
-            for n in range(1, len(image.layers) + 1):
-                (lowers / str(n)).mkdir(parents=True, mode=0o755)
-            for path in (dirs.path, *image.layers):
+            for _, where, _ in plan[1:]:
+                where.mkdir(parents=True, mode=0o755)
+            for path, _, attr in plan:
                 fds.append(libc.open_tree(str(path)))
                 # A clone is a peer of its source: on a host whose / is shared (systemd's),
                 # what the init later mounts on it would come back to the host's mount
                 # namespace, and pivot_root refuses a shared parent. Private, as runc makes it.
-                # The layers read-only: nothing in the container can write through to them.
-                read_only = 0 if path == dirs.path else libc.MOUNT_ATTR_RDONLY
-                libc.mount_setattr(fds[-1], libc.MOUNT_ATTR_IDMAP | read_only, userns_fd,
-                                   propagation=libc.MS_PRIVATE)
+                libc.mount_setattr(fds[-1], attr, userns_fd, propagation=libc.MS_PRIVATE)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -311,7 +316,9 @@ def enter(ns: Prepared) -> None:
     See: setns(2), setresuid(2), setgroups(2), user_namespaces(7)
     """
     with step("enter the user namespace and become its root",
-              f"cd {ns.home} && nsenter --user=/proc/$!/ns/user --setuid=0 --setgid=0"):
+              f"cd {ns.home} && nsenter --user=/proc/$!/ns/user --setuid=0 --setgid=0",
+              why="before the shim unshares: the namespaces it makes then belong to this "
+              "one, and its root is root over them only"):
         os.chdir(ns.home)
         libc.setns(ns.userns_fd, libc.CLONE_NEWUSER)
         os.setgroups([])
@@ -339,7 +346,8 @@ def attach(ns: Prepared) -> Path:
     lines += [f"move_mount idmapped $L{n} onto $CM/lowers/{n}"
               for n in range(1, len(ns.layer_fds) + 1)]
     with step("attach the idmapped mounts: the container's directory and each layer",
-              "\n".join(lines)):
+              "\n".join(lines), why="in the init's own mount namespace, before the overlay, "
+              "which is mounted from these idmapped copies"):
         libc.move_mount(ns.container_fd, "")
         for n, fd in enumerate(ns.layer_fds, 1):
             libc.move_mount(fd, str(base / "lowers" / str(n)))

@@ -418,16 +418,22 @@ def for_container(cid: str, limits: Limits, root: Path = ROOT) -> Iterator[Cgrou
     cg.check(limits)
     owner = own(cid)
     try:
-        with step(f"create the container's cgroup (cgroup v{cg.version})", cg.shell_create()):
+        with step(f"create the container's cgroup (cgroup v{cg.version})", cg.shell_create(),
+                  why="before any process of the container exists, so that none runs "
+                  "outside it, unlimited or uncounted"):
             cg.create()  # if it fails half way (one v1 tree made), the finally removes that
         if limits:
             with step(f"set its limits: {summary(limits)}",
-                      "\n".join(s.shell for s in cg.settings(limits))):
+                      "\n".join(s.shell for s in cg.settings(limits)),
+                      why="while the cgroup is still empty: its first process already runs "
+                      "within them"):
                 cg.apply(limits)
         yield cg
     finally:
         try:
-            with step("kill what is left in the cgroup, and remove it", cg.shell_remove()):
+            with step("kill what is left in the cgroup, and remove it", cg.shell_remove(),
+                      why="a process the command left (a daemon, a child) would live on after "
+                      "it; rmdir needs an empty cgroup"):
                 cg.remove()
         finally:
             (OWNERS / f"{cid}.lock").unlink(missing_ok=True)
@@ -456,7 +462,9 @@ def move_shim_in(cg: Cgroup, runtime_cgroups: list[Path]) -> None:
     back = [f"# once it has forked init, {who} back:",
             *(f"# echo {pid} > {d}/{cg.move_file(pid)}" for d in runtime_cgroups)]
     with step("move the shim into the cgroup, before it makes the namespaces",
-              "\n".join([*(f"echo 0 > {d}/{cg.move_file(0)}" for d in cg.dirs), *back])):
+              "\n".join([*(f"echo 0 > {d}/{cg.move_file(0)}" for d in cg.dirs), *back]),
+              why="before it forks the init, so that the init is born inside the limits and "
+              "sees its cgroup as / (the cgroup namespace is made next)"):
         try:
             cg.move_in()
         except OSError as e:

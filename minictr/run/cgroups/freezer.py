@@ -32,7 +32,9 @@ def paused(cid: str, root: Path = ROOT) -> Iterator[None]:
     lock = _take(OWNERS / f"{cid}.paused")
     try:
         with step("pause the container: freeze its cgroup (docker commit does)",
-                  cg.shell_freeze()):
+                  cg.shell_freeze(),
+                  why="nothing in its upper may change while the layer is read: a file "
+                  "half-written, or swapped for a symlink, would be committed so"):
             try:
                 frozen = cg.freeze()
             except FileNotFoundError:  # it has exited meanwhile: nothing writes any more
@@ -48,7 +50,8 @@ def paused(cid: str, root: Path = ROOT) -> Iterator[None]:
         try:
             yield
         finally:
-            with step("unpause it: thaw its cgroup", cg.shell_thaw()), \
+            with step("unpause it: thaw its cgroup", cg.shell_thaw(),
+                      why="whatever happened to the commit: a container left frozen hangs"), \
                     contextlib.suppress(FileNotFoundError):  # it was killed meanwhile
                 cg.thaw()
     finally:

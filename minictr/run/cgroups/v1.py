@@ -229,6 +229,16 @@ class V1Cgroup(Cgroup):
         except (StepError, FileNotFoundError):
             return False
 
+    def shell_remove(self) -> str:
+        """What remove() does, line for line: thaw, kill each process until none is left
+        (v1 has no cgroup.kill), rmdir in every tree."""
+        procs = self.dirs[0] / "cgroup.procs"
+        thaw = ([f"echo THAWED > {self.dir('freezer')}/freezer.state"]
+                if "freezer" in self.trees else [])
+        return "\n".join([*thaw,
+                          f"while [ -s {procs} ]; do kill -9 $(cat {procs}); done",
+                          f"rmdir {self._braced('')}"])
+
     def shell_freeze(self) -> str:
         state = self.dir("freezer") / "freezer.state"
         return f"echo FROZEN > {state}\ncat {state}  (FREEZING, then FROZEN)"
