@@ -40,3 +40,25 @@ def test_chapter_03_listings_differ_where_its_checked_table_says(lang):
     assert set(table) == {"cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"}
     for ns, verdict in table.items():
         assert (host[ns] == inside[ns]) == (verdict == "same"), (lang, ns, verdict)
+
+
+def test_the_readme_names_only_functions_that_exist():
+    """Every `minictr.module.function` the README names (its step table, its layout) is
+    there to be read: a rename that forgets the README fails here."""
+    import importlib
+
+    readme = (TUTORIAL.parent / "README.md").read_text()
+    missing = []
+    for name in sorted(set(re.findall(r"`(minictr(?:\.\w+)+)`", readme))):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                found: object = importlib.import_module(".".join(parts[:cut]))
+                break
+            except ImportError:
+                continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute, None)
+        if found is None:
+            missing.append(name)
+    assert missing == []
