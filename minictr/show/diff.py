@@ -212,7 +212,7 @@ def _scan_entry(w: Walk, entry: walk.Entry, n_lowers: int) -> Iterator[Change]:
         return
     fd = w.open_dir()
     if fd is None:  # no longer a directory: the container changed it since it was listed
-        yield _dir(entry.path, st, lower, False, (), False, replaces_hidden)
+        yield _dir(entry.path, st, lower, replaces_hidden=replaces_hidden)
         return
     opaque = is_opaque_fd(fd)
     dirs_below = _lower_dirs_below(lower_dirs, entry.name)
@@ -229,7 +229,8 @@ def _scan_entry(w: Walk, entry: walk.Entry, n_lowers: int) -> Iterator[Change]:
     for c, d in dirs_below:
         columns[c - 1] = d
     has_entries = w.enter(fd, columns, data=frozenset(image_names)) > 0
-    yield _dir(entry.path, st, lower, opaque, hidden, len(remade), has_entries, replaces_hidden)
+    yield _dir(entry.path, st, lower, opaque=opaque, hidden=hidden, remade=len(remade),
+               has_changes_below=has_entries, replaces_hidden=replaces_hidden)
 
 
 def _find_lower(lower_dirs: list[tuple[int, int]], name: str) -> _Lower | None:
@@ -312,11 +313,12 @@ def _dir(
     path: str,
     st: os.stat_result,
     lower: _Lower | None,
-    opaque: bool,
-    hidden: tuple[str, ...],
-    remade: int,
-    has_changes_below: bool,
-    replaces_hidden: bool,
+    *,
+    opaque: bool = False,
+    hidden: tuple[str, ...] = (),
+    remade: int = 0,
+    has_changes_below: bool = False,
+    replaces_hidden: bool = False,
 ) -> Change:
     if lower is None and replaces_hidden:  # Docker's rule too: the image had this path
         return Change(path, "C", "dir", 0, opaque, _REMADE.format(noun="dir"), hidden)
