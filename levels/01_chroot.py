@@ -4,12 +4,12 @@ The idea: chroot(2) changes one thing, the directory that this process and its c
 resolve "/" against. Nothing else: the command still shares the host's mount table (a
 `mount` inside is a mount on the host) and its processes, and root walks out: --escape runs
 common.py `escape`, the classic way, which the chroot(2) man page warns of. Levels 02 to 04
-close those doors. Tutorial: chapter 04, sections 1 and 2 ("A jail", "The way out").
+close those doors. Tutorial: chapter 05, sections 1 and 2 ("A jail", "The way out").
 In minictr: nothing grows out of this; minictr never calls chroot, and
 minictr/run/rootfs.py `pivot_into` is what replaces it (level 04).
 
 The jail is a copy of the image's bottom layer in a temporary directory, removed at the end
-(`cp -a`, as chapter 04 does): the command runs as root and may write anywhere in its "/",
+(`cp -a`, as chapter 05 does): the command runs as root and may write anywhere in its "/",
 and a stored layer is shared by every image and container that uses it, so it must never
 be the jail itself. Stacking the layers, and saving the copy, is level 03's overlay.
 
@@ -54,7 +54,7 @@ def main() -> int:
         pid = forked(child, tmp / "rootfs", command, env, args.escape)
         return wait_for(pid)
     finally:
-        # One mount table: a `mount` in the jail is a mount on the host (chapter 04, section
+        # One mount table: a `mount` in the jail is a mount on the host (chapter 05, section
         # 2), and rmtree would delete through it. Level 02's mount namespace ends that.
         if mounted := mounts_under(tmp):
             fail(f"{tmp} not removed: the jail mounted {' '.join(mounted)} on the host; "

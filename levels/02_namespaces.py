@@ -4,13 +4,13 @@ The idea: unshare(2) gives a process its own copy of a global resource (namespac
 hostname (UTS), process numbers (PID), the mount table (mount), System V IPC (IPC). The
 /proc mounted in the new PID namespace lists only its processes, and it is mounted in the
 new mount table: gone with it, never on the host. The root is still level 01's chroot, and
---escape still leads out. Tutorial: chapter 03.
+--escape still leads out. Tutorial: chapter 04.
 In minictr: minictr/run/container.py `shim`, `init_container` and `set_hostname`;
 minictr/run/namespaces.py `spawn` and `unshare_namespaces` (of `NAMESPACES`);
 minictr/run/rootfs.py `make_mounts_private` and `mount_proc`.
 
 Two processes: this one, which waits and cleans up, and its child, PID 1 inside. (minictr
-has a third between them, the shim: chapter 03, section 5.)
+has a third between them, the shim: chapter 04, section 5.)
 
     sudo python3 levels/02_namespaces.py busybox sh      (then: hostname; echo $$; ps)
 """

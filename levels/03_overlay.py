@@ -5,7 +5,7 @@ never written) and one empty writable directory (upperdir) as one tree, at merge
 write to an image file copies it up into upper; a deletion leaves a whiteout there. So a
 start costs nothing however big the image is, and the stored layers stay as they were, for
 every container that shares them. The root is still a chroot, and --escape still leads out.
-Tutorial: chapter 01 (this mount, by hand) and chapter 02 (why copy-on-write).
+Tutorial: chapter 01 (this mount, by hand) and chapter 03 (why copy-on-write).
 In minictr: minictr/run/overlay.py `mount_overlay` and `mount_options`; upper, work and
 merged come from minictr/store.py `Store.new_container` (in the store, where `minictr diff`
 finds them later; here in a temporary directory, removed at the end).

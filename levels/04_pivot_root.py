@@ -6,12 +6,12 @@ only moved where one process starts resolving "/", with the host's tree still mo
 around; now nothing of the host is mounted, so no ".." leads back: --escape finds that ".."
 of "/" is "/". (In level 03, /proc/self/mountinfo showed only / and /proc already: the kernel
 lists the mounts reachable from the root directory. The host's were hidden, not gone.)
-Tutorial: chapter 04, section 3 ("pivot_root by hand").
+Tutorial: chapter 05, section 3 ("pivot_root by hand").
 In minictr: minictr/run/rootfs.py `pivot_into` (with minictr/libc.py `pivot_root`, `umount2`).
 
 The errors everyone meets once (pivot_root(2), ERRORS): EBUSY, the new root is not a mount
 point but a directory on the mount that is "/": bind it onto itself, `mount --bind DIR DIR`,
-to make it one (chapter 04 does so for its jail; an overlay already is one). EINVAL: a mount
+to make it one (chapter 05 does so for its jail; an overlay already is one). EINVAL: a mount
 involved is shared (`mount --make-rprivate /` first, as level 02 does), or the new root is a
 directory, not a mount point, on some other mount.
 

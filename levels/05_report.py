@@ -6,7 +6,7 @@ A, new: a path no layer has. C, changed: a path the image has, copied up whole b
 first write (a directory: copied up to hold a change below it). D, deleted: a whiteout, a
 char device 0:0 that hides the image's entry. C O: an opaque directory (the xattr
 trusted.overlay.opaque is "y"): removed and made again, so it hides all the image had there.
-Tutorial: chapter 06 (and chapter 05, section 4).
+Tutorial: chapter 06 (and chapter 02, section 4).
 In minictr: minictr/show/diff.py `scan`, `is_whiteout` and `is_opaque`, drawn by
 minictr/show/report.py `render_tree`; the lines of `minictr diff`: `render_docker`. minictr
 also mounts with redirect_dir=off and metacopy=off, minictr/run/overlay.py `OPTIONS`, so what

@@ -81,12 +81,84 @@ def _add_run(verbs: Verbs) -> None:
                      metavar="HOSTPORT:CONTAINERPORT[/udp]",
                      help="with --network bridge: the host's port leads to the container's "
                      "(127.0.0.1:HOSTPORT too)")
+    run.add_argument("-v", "--volume", action="append", default=[],
+                     metavar="HOSTPATH:CPATH[:ro]",
+                     help="bind a host path (which must exist) into the container; its writes "
+                     "go to the host, not the upper")
+    run.add_argument("--tmpfs", action="append", default=[], metavar="CPATH",
+                     help="mount a fresh tmpfs there (nosuid,nodev,noexec,mode=1777)")
+    run.add_argument("--read-only", action="store_true",
+                     help="mount the root read-only (--tmpfs paths and volumes stay writable)")
+    run.add_argument("-w", "--workdir", metavar="DIR",
+                     help="the command's working directory (made if missing)")
+    run.add_argument("-u", "--user", metavar="UID[:GID]",
+                     help="run as this user: numeric, or a name from the image's /etc/passwd")
+    run.add_argument("--entrypoint", metavar="CMD",
+                     help="replace the image's entrypoint ('' clears it) and its default CMD")
+    run.add_argument("--init", action="store_true",
+                     help="run tini as PID 1: it passes signals on and reaps zombies")
     run.add_argument("--explain", action="store_true",
                      help="print every step with the shell command that does the same")
     run.add_argument("--step", action="store_true",
                      help="as --explain, and wait for Enter before each step")
-    run.add_argument("image", metavar="IMAGE")
+    run.add_argument("image", metavar="IMAGE",
+                     help="a local image (busybox), or a registry's, by a reference with a tag "
+                     "or registry (alpine:3.20): pulled on first use")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
+
+
+def _add_pull(verbs: Verbs) -> None:
+    pull = verbs.add_parser("pull", help="download an image from a registry (Docker Hub, or any "
+                            "OCI registry)")
+    pull.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                      help="which image of a multi-platform index (default: this machine's)")
+    pull.add_argument("--explain", action="store_true",
+                      help="print each step, and each request as the curl line that makes it")
+    pull.add_argument("reference", metavar="REF",
+                      help="alpine, alpine:3.20, localhost:5000/team/app:1, NAME@sha256:...")
+
+
+def _add_push(verbs: Verbs) -> None:
+    push = verbs.add_parser("push", help="upload a local image to a registry")
+    push.add_argument("--explain", action="store_true",
+                      help="print each step, and each request as the curl line that makes it")
+    push.add_argument("name", metavar="NAME", help="the image, as `minictr images` lists it")
+    push.add_argument("reference", metavar="REF", help="where: localhost:5000/team/app:1")
+
+
+def _add_login(verbs: Verbs) -> None:
+    login = verbs.add_parser("login", help="log in to a registry (kept in ~/.docker/config.json, "
+                             "as docker login keeps it)")
+    login.add_argument("-u", "--username", help="the user (default: asked on the terminal)")
+    login.add_argument("--password-stdin", action="store_true",
+                       help="read the password from stdin (default: asked on the terminal)")
+    login.add_argument("--explain", action="store_true", help="print each request as curl")
+    login.add_argument("registry", metavar="REGISTRY", nargs="?", default="docker.io")
+
+
+def _add_logout(verbs: Verbs) -> None:
+    logout = verbs.add_parser("logout", help="forget the credentials of a registry")
+    logout.add_argument("registry", metavar="REGISTRY", nargs="?", default="docker.io")
+
+
+def _add_exec(verbs: Verbs) -> None:
+    ex = verbs.add_parser("exec", help="run a command in a running container (as docker exec)")
+    ex.add_argument("-i", "--interactive", action="store_true",
+                    help="pass stdin to the command (default: /dev/null)")
+    ex.add_argument("-t", "--tty", action="store_true",
+                    help="give the command a pseudo-terminal of the container's devpts")
+    ex.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an environment variable, over the container's")
+    ex.add_argument("-w", "--workdir", metavar="DIR",
+                    help="the working directory, absolute (default: the image's)")
+    ex.add_argument("-u", "--user", metavar="UID[:GID]",
+                    help="a uid, or a name of the container's /etc/passwd (default: root)")
+    ex.add_argument("--explain", action="store_true",
+                    help="print each setns(2) step, and the nsenter(1) line that does the same")
+    ex.add_argument("--step", action="store_true",
+                    help="as --explain, and wait for Enter before each step")
+    ex.add_argument("container", metavar="NAME")
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
 
 
 def _add_ps(verbs: Verbs) -> None:
@@ -216,6 +288,11 @@ ADD_VERB: dict[str, Callable[[Verbs], None]] = {
     "commit": _add_commit,
     "df": _add_df,
     "image": _add_image,
+    "pull": _add_pull,
+    "push": _add_push,
+    "login": _add_login,
+    "logout": _add_logout,
+    "exec": _add_exec,
 }
 
 
@@ -261,13 +338,24 @@ def entry() -> NoReturn:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from minictr.run import cgroups, container, network, security, userns
+    from minictr.run import cgroups, container, network, pid1, security, user, userns, volumes
     from minictr.spec import RunSpec
     from minictr.store import check_name
 
     if args.name is not None:
         check_name(args.name, "container name")
-    check_name(args.image, "image name")
+    pulled = any(c in args.image for c in ":/@")  # a reference: minictr.images.reference
+    if pulled:
+        from minictr.images import reference
+
+        try:
+            reference.parse(args.image)  # refused now, before anything is pulled
+        except StepError as e:
+            raise StepError(e.step, f"invalid image name {args.image[:200]!r}: with ':', '/' "
+                            f"or '@' it is a reference, and {e.message.split(': ', 1)[-1]}",
+                            hint=e.hint) from None
+    else:
+        check_name(args.image, "image name")
     if args.hostname is not None and not HOSTNAME_PATTERN.fullmatch(args.hostname):
         raise StepError("check input", f"invalid hostname {args.hostname!r}",
                         hint="use letters, digits, '-' and '.', at most 64 characters")
@@ -279,16 +367,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         userns.check_free(idmap)
     mode = network.parse_mode(args.network)
     ports = network.parse_ports(args.publish, mode)
+    binds = tuple(volumes.parse_volume(v) for v in args.volume)  # ch.13: -v, --tmpfs, ...
+    tmpfs = tuple(volumes.parse_tmpfs(t) for t in args.tmpfs)
+    volumes.check_distinct(binds, tmpfs)
+    if args.workdir is not None and not (args.workdir.startswith("/")
+                                         and args.workdir.isprintable()):
+        raise StepError("check input", f"-w {args.workdir[:200]!r}: not an absolute path",
+                        hint="give the working directory as the container sees it: -w /app")
+    workdir = None if args.workdir is None else os.path.normpath(args.workdir)
+    who = None if args.user is None else user.parse(args.user)
+    if args.init:
+        pid1.check_installed()
     if args.explain or args.step:
         explain_to(sys.stderr, pause=args.step)
+    image = args.image
+    if pulled:  # as `docker run`: pulled on first use; the output is the container's
+        from minictr.images import pull
+        from minictr.store import Store
+
+        image = pull.pull_if_missing(Store.open(), args.image, out=sys.stderr)
     # As `docker run -it` when stdin and stdout are terminals; otherwise as `docker run`
     # (stdin is /dev/null: nothing ever waits for input), or `docker run -i` with -i.
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    spec = RunSpec(image=args.image, command=tuple(args.command), name=args.name,
+    spec = RunSpec(image=image, command=tuple(args.command), name=args.name,
                    hostname=args.hostname, env=tuple(parse_env(args.env)), remove=args.rm,
                    interactive=args.interactive or tty, tty=tty, limits=limits,
                    cap_add=cap_add, cap_drop=cap_drop, privileged=args.privileged,
-                   userns=idmap, network=mode, ports=ports)
+                   userns=idmap, network=mode, ports=ports, volumes=binds, tmpfs=tmpfs,
+                   read_only=args.read_only, workdir=workdir, user=who, init=args.init,
+                   entrypoint=None if args.entrypoint is None else
+                   (args.entrypoint,) if args.entrypoint else ())  # one word, as Docker's
     outcome = container.run(spec)
     try:
         print_report(outcome, spec)
@@ -313,8 +421,11 @@ def print_report(outcome: Outcome, spec: RunSpec) -> None:
                              color=report.use_color(sys.stderr)), end="", file=sys.stderr)
     if used := cgroups.describe(outcome.limits, outcome.stats, outcome.wall):
         print(f"limits: {used}", file=sys.stderr)
-    if outcome.security is not None:
-        print(f"security: {outcome.security.summary()}", file=sys.stderr)
+    if mounts := report.volumes_line(spec.volumes, spec.tmpfs, read_only=spec.read_only):
+        print(mounts, file=sys.stderr)
+    if outcome.security is not None:  # its later lines indented under its first
+        print("security: " + outcome.security.summary().replace("\n", "\n          "),
+              file=sys.stderr)
 
 
 def parse_env(items: Sequence[str]) -> list[str]:
@@ -333,6 +444,32 @@ def parse_env(items: Sequence[str]) -> list[str]:
         elif key in os.environ:
             env.append(f"{key}={os.environ[key]}")
     return env
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """As docker exec: bad input and a container that is not running are one line and 125,
+    before anything is joined; else the command's exit code."""
+    from minictr.lifecycle import exec as execution
+    from minictr.store import Store, read_state, status
+
+    if not args.command:
+        raise StepError("check input", "exec needs a command",
+                        hint="minictr exec [OPTIONS] NAME CMD [ARG...]")
+    if args.workdir is not None and not args.workdir.startswith("/"):
+        raise StepError("check input", f"-w {args.workdir[:80]!r} is not an absolute path",
+                        hint="a path inside the container, from its /: -w /tmp")
+    env = parse_env(args.env)
+    execution.parse_user(args.user)
+    if args.explain or args.step:
+        explain_to(sys.stderr, pause=args.step)
+    store = Store.open()
+    dirs = store.find(args.container)
+    state = read_state(dirs)
+    if (now := status(dirs, state)) != "running":
+        raise execution.not_running(dirs, describe_status(now, state))
+    request = execution.Request(tuple(args.command), tuple(env), args.workdir, args.user,
+                                args.interactive, args.tty)
+    return execution.exec_in(dirs, state, request)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -519,6 +656,8 @@ def cmd_image(args: argparse.Namespace) -> int:
     from minictr.store import Store
 
     store = Store.open()
+    if getattr(args, "name", None) and args.image_verb in ("export", "inspect"):
+        args.name = image_name(args.name)
     if args.image_verb == "build":
         image = recipes.build(store, args.name)
     elif args.image_verb == "import":
@@ -550,6 +689,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     from minictr.store import Store
 
     store = Store.open()
+    args.images = [image_name(name) for name in args.images]
     for name in args.images:
         catalog.check_exists(store, name)  # all known, or nothing is removed
     for name in args.images:
@@ -558,6 +698,96 @@ def cmd_rmi(args: argparse.Namespace) -> int:
         print(f"Untagged: {name}")
         for digest in removed:
             print(f"Deleted: {digest}")
+    return 0
+
+
+def image_name(text: str) -> str:
+    """An image as the store names it: a local name as given, a reference in its short form
+    (docker.io/library/alpine:3.20 is alpine:3.20)."""
+    if not any(c in text for c in ":/@"):
+        return text
+    from minictr.images import reference
+
+    return reference.parse(text).familiar
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from minictr.images import pull
+    from minictr.store import Store
+
+    if args.explain:
+        explain_to(sys.stderr)
+    if args.platform:
+        pull.parse_platform(args.platform)  # refused before anything is asked
+    pull.pull(Store.open(), args.reference, platform=args.platform)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from minictr.images import push, reference
+    from minictr.store import Store
+
+    if args.explain:
+        explain_to(sys.stderr)
+    reference.parse(args.reference)  # refused before anything is read
+    push.push(Store.open(), image_name(args.name), args.reference)
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """As `docker login`: the user and password are checked by the registry, then kept."""
+    from minictr.images import auth, registry
+
+    if args.explain:
+        explain_to(sys.stderr)
+    where = registry_name(args.registry)
+    user = args.username
+    if not user:
+        if not sys.stdin.isatty() or args.password_stdin:
+            raise StepError("log in", "no user name", hint=f"minictr login -u USER {where}")
+        user = input("Username: ").strip()
+    if args.password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    elif sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    else:
+        raise StepError("log in", "no password: stdin is not a terminal",
+                        hint=f"echo PASSWORD | minictr login -u {user} --password-stdin {where}")
+    if not user or ":" in user or not password or "\n" in password:
+        raise StepError("log in", "a user name (without ':') and a password of one line are "
+                        "needed", hint=f"minictr login -u USER --password-stdin {where}")
+    creds = auth.Credentials(user, password)
+    registry.check_login(where, creds)
+    path = auth.save(where, creds)
+    print(f"minictr: the password is kept unencrypted in {path} (mode 0600), as docker login "
+          "keeps it without a credential helper", file=sys.stderr)
+    print("Login Succeeded")
+    return 0
+
+
+def registry_name(text: str) -> str:
+    """A registry as login names it: localhost:5000, https://ghcr.io/, docker.io."""
+    from minictr.images import reference
+
+    host = text.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        host = reference.DOCKER_HUB
+    if not host or not reference.REGISTRY.fullmatch(host):
+        raise StepError("check input", f"invalid registry {text[:100]!r}",
+                        hint="a host and maybe a port: localhost:5000, ghcr.io, docker.io")
+    return host
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from minictr.images import auth
+
+    where = registry_name(args.registry)
+    if auth.remove(where):
+        print(f"Removing login credentials for {where}")
+    else:
+        print(f"Not logged in to {where}")
     return 0
 
 
@@ -630,4 +860,5 @@ COMMANDS = {"run": cmd_run, "ps": cmd_ps, "diff": cmd_diff, "inspect": cmd_inspe
             "stats": cmd_stats,
             "rm": cmd_rm, "prune": cmd_prune, "images": cmd_images, "image": cmd_image,
             "layers": cmd_layers, "demo": cmd_demo, "rmi": cmd_rmi, "commit": cmd_commit,
-            "df": cmd_df, "network": cmd_network}
+            "df": cmd_df, "network": cmd_network, "pull": cmd_pull, "push": cmd_push,
+            "login": cmd_login, "logout": cmd_logout, "exec": cmd_exec}

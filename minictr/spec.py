@@ -43,6 +43,25 @@ class RunSpec(NamedTuple):
     userns: IdMap | None = None  # --userns: root inside is this range of host ids
     network: str = "none"  # --network: none (only lo), bridge (minictr0) or host (no isolation)
     ports: tuple[Port, ...] = ()  # -p HOSTPORT:CONTAINERPORT, bridge only
+    volumes: tuple[Volume, ...] = ()  # -v HOSTPATH:CPATH[:ro]: host paths bound in
+    tmpfs: tuple[str, ...] = ()  # --tmpfs CPATH: a fresh tmpfs there, in memory
+    read_only: bool = False  # --read-only: the merged root mounted read-only
+    workdir: str | None = None  # -w DIR: instead of the image's WorkingDir
+    user: str | None = None  # -u UID[:GID] or NAME[:GROUP], resolved in the container's /etc
+    entrypoint: tuple[str, ...] | None = None  # --entrypoint: None the image's; () none
+    init: bool = False  # --init: tini as PID 1, the command its child
+
+
+class Volume(NamedTuple):
+    """-v HOSTPATH:CPATH[:ro]: the host's HOSTPATH bound onto the container's CPATH (checked
+    by minictr.run.volumes.parse_volume; mounted there, before pivot_root)."""
+
+    host: str  # absolute, no `..`, exists on the host
+    container: str  # absolute, normalised, not / nor under /proc, /sys, /dev
+    read_only: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.container} (from {self.host}, {'ro' if self.read_only else 'rw'})"
 
 
 class Port(NamedTuple):

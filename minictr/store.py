@@ -48,6 +48,16 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def default_name(image: str) -> str:
+    """The start of a container's default name: the image's name, or for a pulled image
+    (localhost:5000/team/app:1) the repository's last word and its tag, app-1: a valid
+    container name and hostname either way."""
+    if NAME_PATTERN.fullmatch(image):
+        return image
+    last = image.rsplit("/", 1)[-1].split("@")[0].replace(":", "-")
+    return re.sub(r"[^A-Za-z0-9.-]", "-", last)[:50].strip(".-") or "image"
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         args = " ".join(sys.argv[1:])
@@ -101,7 +111,7 @@ class Store:
                                              flock -n containers/.new-ID/lock ...'
                mkdir containers/.new-ID/{upper,work,merged}; mv containers/.new-ID containers/ID
         """
-        name = name or f"{image}-{cid[:6]}"
+        name = name or f"{default_name(image)}-{cid[:6]}"
         if (self.names / name).is_symlink():
             raise StepError("create container", f"the name {name!r} is already in use",
                             hint=f"remove it (minictr rm {name}) or choose another --name")

@@ -42,8 +42,14 @@ say() { printf '=> %s\n' "$*"; }
 #   the image tests' other side (OCI layouts, archives)    umoci skopeo
 #   --network bridge: outbound NAT and -p (nft rules)      nftables
 #   the security chapter decodes CapBnd with capsh         libcap2-bin
+#   pull/push tests, chapter 11: a real registry on 127.0.0.1   docker-registry
+#   its Basic auth: htpasswd -B (it reads bcrypt only)     apache2-utils
+#   chapter 11 looks at a registry by hand                 curl
+#   the token-auth test signs its JWTs, makes certificates openssl
+#   run --init binds its static /usr/bin/tini-static       tini
 packages=(busybox-static libcap-dev libcap2-bin python3-venv python3-dev gcc make runc shellcheck
-          ruby tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo nftables)
+          ruby tree iproute2 util-linux debootstrap debian-archive-keyring umoci skopeo nftables
+          docker-registry apache2-utils curl openssl tini)
 missing=()
 for pkg in "${packages[@]}"; do
     # Status, not mere presence: a removed package whose config files remain is not installed.
@@ -57,6 +63,11 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
     changed+=("packages: ${missing[*]}")
+    # docker-registry's package starts a registry on :5000 as a service. minictr's tests and
+    # chapter 11 start their own (on 127.0.0.1, in a directory of theirs): not this one.
+    if [[ " ${missing[*]} " == *" docker-registry "* ]] && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+    fi
 else
     say "packages: all ${#packages[@]} installed"
 fi

@@ -239,7 +239,10 @@ def test_run_imports_nothing_it_does_not_use(minictr):
 
     minictr("image", "build", "busybox", check=True)  # building is another matter
     unused = ("pyroute2", "subprocess", "minictr.images.recipes", "minictr.lifecycle.prune",
-              "minictr.show.layers", "minictr.show.demo", "dataclasses", "logging", "tempfile")
+              "minictr.show.layers", "minictr.show.demo", "dataclasses", "logging", "tempfile",
+              "minictr.images.reference", "minictr.images.pull", "minictr.images.push",
+              "minictr.images.registry", "minictr.images.auth", "http.client", "ssl",
+              "minictr.lifecycle.exec")
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroupspy is the v1 backend's
         unused += ("cgroupspy", "minictr.run.cgroups.v1")
     else:

@@ -11,6 +11,7 @@ are tested without root at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -122,10 +123,10 @@ def test_status_shows_docker_capabilities_and_no_new_privs(minictr):
 def test_report_and_inspect_say_what_was_dropped(minictr):
     r = minictr("run", "--name", "guarded", "busybox", "true")
     assert r.returncode == 0, r.stderr
-    line = next(x for x in r.stderr.splitlines() if x.startswith("security: "))
+    lines = security_lines(r.stderr)
     dropped = len(security.kernel_capabilities()) - 14
-    assert f"14 capabilities kept (dropped {dropped}: cap_sys_admin, " in line
-    assert "no_new_privs" in line
+    assert lines[0].startswith(f"14 capabilities kept, {dropped} dropped (cap_sys_admin, ")
+    assert lines[1].startswith("no_new_privs: ")
     state = json.loads(minictr("inspect", "guarded").stdout)[0]["security"]
     assert state["capabilities"]["kept"] == sorted(security.DEFAULT_CAPABILITIES,
                                                    key=security.number)
@@ -135,8 +136,20 @@ def test_report_and_inspect_say_what_was_dropped(minictr):
 
 
 # "4 paths masked (7 absent on this kernel), 4 read-only (1 absent)"; no "(...)" if none is
-SECURITY_PATHS = re.compile(r"no_new_privs, (\d+) paths? masked(?: \((\d+) absent on this "
+SECURITY_PATHS = re.compile(r"^(\d+) paths? masked(?: \((\d+) absent on this "
                             r"kernel\))?, (\d+) read-only(?: \((\d+) absent\))?$")
+INDENT = " " * len("security: ")
+
+
+def security_lines(stderr: str) -> list[str]:
+    """The report's security lines, without "security: " and the indent of the later ones.
+    Each fits an 80-column projector."""
+    lines = stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("security: "))
+    block = [lines[first]]
+    block += itertools.takewhile(lambda line: line.startswith(INDENT), lines[first + 1 :])
+    assert all(len(line) <= 80 for line in block), block
+    return [line[len(INDENT) :] for line in block]
 
 
 @pytest.mark.root
@@ -153,7 +166,7 @@ def test_security_line_and_inspect_count_what_was_mounted(minictr):
     # The container's /proc and /sys are this kernel's: what is absent is what the host lacks
     assert masked_absent == [p for p in security.MASKED_PATHS if not os.path.lexists(p)]
     assert read_only_absent == [p for p in security.READ_ONLY_PATHS if not os.path.lexists(p)]
-    line = next(x for x in r.stderr.splitlines() if x.startswith("security: "))
+    line = security_lines(r.stderr)[2]
     m = SECURITY_PATHS.search(line)
     assert m, line
     assert int(m[1]) == len(masked) and int(m[2] or 0) == len(masked_absent), line
@@ -409,20 +422,45 @@ def test_the_security_line_says_what_was_mounted():
     mounted, and the paths asked for that it did not mount are absent."""
     plan = security.Policy(("cap_chown",), ("cap_sys_admin",), security.MASKED_PATHS,
                            security.READ_ONLY_PATHS, sys_read_only=True, privileged=False)
-    assert "11 paths to mask, 5 to make read-only (not mounted yet)" in plan.summary()
+    assert plan.summary().splitlines()[2] == ("11 paths to mask, 5 to make read-only "
+                                              "(not mounted yet)")
     assert plan.as_dict()["masked_paths"] is None
     done = plan.with_mounted(["/proc/keys", "/proc/timer_list", "/proc/acpi", "/sys/firmware",
                               "/not/asked"],
                              ["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"])
-    assert done.summary().endswith("no_new_privs, 4 paths masked (7 absent on this kernel), "
-                                   "4 read-only (1 absent)")
+    assert done.summary().splitlines()[1:] == [
+        "no_new_privs: setuid bits and file capabilities grant nothing",
+        "4 paths masked (7 absent on this kernel), 4 read-only (1 absent)"]
     state = done.as_dict()
     assert state["masked_paths"] == ["/proc/keys", "/proc/timer_list", "/proc/acpi",
                                      "/sys/firmware"]
     assert "/proc/kcore" in state["masked_paths_absent"] and len(state["masked_paths_absent"]) == 7
     assert state["read_only_paths_absent"] == ["/proc/sysrq-trigger"]
     everything = plan.with_mounted(security.MASKED_PATHS, security.READ_ONLY_PATHS)
-    assert everything.summary().endswith("no_new_privs, 11 paths masked, 5 read-only")
+    assert everything.summary().endswith("\n11 paths masked, 5 read-only")
+
+
+def test_the_security_lines_fit_an_80_column_projector():
+    """Every line, "security: " and the indent included, in 80 columns: the default, all
+    dropped, none dropped, --privileged, and the largest --userns."""
+    caps = tuple(security.CAPABILITIES)
+    default = security.Policy(security.DEFAULT_CAPABILITIES,
+                              tuple(c for c in caps if c not in security.DEFAULT_CAPABILITIES),
+                              security.MASKED_PATHS, security.READ_ONLY_PATHS,
+                              sys_read_only=True, privileged=False)
+    policies = [
+        default, default.with_mounted(["/proc/keys"], []),
+        default._replace(kept=(), dropped=caps), default._replace(kept=caps, dropped=()),
+        default._replace(kept=caps, dropped=(), privileged=True),
+        default._replace(userns=IdMap(4294901760, 65536)),
+        default._replace(dropped=("cap_checkpoint_restore", "cap_block_suspend", "cap_bpf")),
+    ]
+    for policy in policies:
+        lines = policy.summary().splitlines()
+        assert 3 <= len(lines) <= 4, lines
+        assert all(len("security: " + line) <= 80 for line in lines), lines
+    assert default.summary().splitlines()[0] == (
+        "14 capabilities kept, 27 dropped (cap_sys_admin, cap_sys_module, ...)")
 
 
 def test_userns_ranges_that_hold_host_accounts_are_refused():

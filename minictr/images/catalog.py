@@ -2,8 +2,11 @@
 
     layers/<hex>/           one layer's files in overlay's form (whiteouts are 0:0 devices,
                             opaque directories carry trusted.overlay.opaque=y): a lowerdir
-    layers/<hex>.json       its digest, size and where it came from
-    images/<name>.json      its layers (bottom first), its config, where it came from
+    layers/<hex>.json       its digest, size, where it came from, and the diff_ids a registry
+                            knows it by (a pulled layer's tar was not written by minictr)
+    layers/<hex>.tar.gz     its tar, gzip-compressed once for `push` (kept: pushed again as is)
+    images/<name>.json      its layers (bottom first), its config, where it came from; a pulled
+                            image's name is percent-encoded: images/alpine%3A3.20.json
 
 A layer is stored once, under the sha256 of its OCI layer tar (minictr.images.tarlayer.write_layer),
 however many images use it: two images built on one base share that base's directory, and so
@@ -25,7 +28,7 @@ from typing import NamedTuple
 from minictr.errors import StepError
 from minictr.fs.remove import remove_tree
 from minictr.spec import Image, ImageConfig
-from minictr.store import Store, check_name, hold_lock, read_state
+from minictr.store import NAME_PATTERN, Store, check_name, hold_lock, read_state
 
 # mount(2) copies at most one page of options, so lowerdir=... must fit in 4095 bytes with the
 # rest. minictr names lowers relative to layers/ (65 bytes each): about 60 layers fit. The
@@ -35,7 +38,35 @@ MAX_MOUNT_OPTIONS = 4095
 
 def exists(store: Store, name: str) -> bool:
     """Whether the store has a record of the image (nothing is read)."""
-    return (store.images / f"{check_name(name, 'image name')}.json").exists()
+    return record_file(store, name).exists()
+
+
+def check_image_name(name: str) -> str:
+    """A local image's name (busybox: no ':', '/' or '@'), or a pulled image's, which is a
+    reference in its short form (alpine:3.20; minictr.images.reference)."""
+    if NAME_PATTERN.fullmatch(name) or not any(c in name for c in ":/@"):
+        return check_name(name, "image name")
+    from minictr.images import reference  # only for a pulled image's name
+
+    return reference.check_stored_name(name)
+
+
+def record_file(store: Store, name: str) -> Path:
+    """images/NAME.json: a local name as it is, a reference percent-encoded, so that no '/'
+    or '..' of a name ever reaches the filesystem (alpine:3.20 -> images/alpine%3A3.20.json)."""
+    if NAME_PATTERN.fullmatch(check_image_name(name)):
+        return store.images / f"{name}.json"
+    from minictr.images import reference
+
+    return store.images / f"{reference.file_stem(name)}.json"
+
+
+def _name_of(record: Path) -> str:
+    if "%" not in record.stem:
+        return record.stem
+    from minictr.images import reference
+
+    return reference.name_of_file(record.stem)
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -45,7 +76,7 @@ def load(store: Store, name: str) -> Image:
     """The image images/NAME.json records. A damaged record (cut short by a full disk,
     edited by hand) is one line, and `rmi` still removes it."""
     try:
-        record = json.loads((store.images / f"{name}.json").read_text())
+        record = json.loads(record_file(store, name).read_text())
         digests = tuple(record["layers"])
         if not digests or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests):
             raise ValueError(f"its layers are not sha256 digests: {digests!r:.80}")
@@ -55,7 +86,7 @@ def load(store: Store, name: str) -> Image:
         size = sum(layer_size(store, d) for d in digests)
         return Image(name, digests, layers, config, size, float(record["created"]),
                      str(record["source"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
         raise StepError("read image", f"images/{name}.json is damaged: {e!s:.120}",
                         hint=f"remove it: minictr rmi {name}") from e
 
@@ -74,9 +105,9 @@ def scan_images(store: Store) -> tuple[list[Image], list[str]]:
     found, damaged = [], []
     for path in sorted(store.images.glob("*.json")):
         try:
-            found.append(load(store, path.stem))
+            found.append(load(store, _name_of(path)))
         except StepError:
-            damaged.append(path.stem)
+            damaged.append(_name_of(path))
     return found, damaged
 
 
@@ -111,11 +142,14 @@ def hold_for_start(store: Store) -> int:
     return fd
 
 
-def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[str, bool]:
+def add_layer(store: Store, fill: Callable[[Path], None], origin: str,
+              diff_id: str | None = None) -> tuple[str, bool]:
     """Fill a new directory with a layer's files, name it by its digest, and store it once.
 
     Returns the digest and whether the layer is new (the caller removes new ones if a later
     step fails). The digest is the sha256 of the layer's OCI tar, as `image export` writes it.
+    ``diff_id``: the digest of the tar it came from, when another tool wrote that tar (a
+    registry's layer): recorded, so the next pull of that layer finds it (layers_by_diff_id).
     Shell: mkdir layers/.tmp; tar -xf LAYER -C layers/.tmp; mv layers/.tmp layers/HEX
     """
     from minictr.images import tarlayer  # the tar code is for building, importing and committing
@@ -125,10 +159,15 @@ def add_layer(store: Store, fill: Callable[[Path], None], origin: str) -> tuple[
         with open(os.devnull, "wb") as sink:
             digest = tarlayer.write_layer(tmp, sink)
         final = layer_dir(store, digest)
-        if final.exists():
-            return digest, False  # the same files are stored already: share them
+        also = [diff_id] if diff_id and diff_id != digest else []
+        if final.exists():  # the same files are stored already: share them
+            if also and also[0] not in (old := layer_meta(store, digest)).get("diff_ids", []):
+                update_layer_meta(store, digest, diff_ids=[*old.get("diff_ids", []), *also])
+            return digest, False
         size = _apparent_bytes(tmp)
         meta = {"digest": digest, "size": size, "origin": origin, "created": time.time()}
+        if also:
+            meta["diff_ids"] = also
         final.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         tmp.chmod(0o755)
         os.rename(tmp, final)
@@ -154,33 +193,88 @@ def scratch_dir(store: Store) -> Iterator[Path]:
         os.close(lock)
 
 
+def layer_meta(store: Store, digest: str) -> dict:
+    return json.loads(layer_dir(store, digest).with_suffix(".json").read_text())
+
+
+def update_layer_meta(store: Store, digest: str, **changes: object) -> None:
+    """Change layers/HEX.json atomically: a new file renamed over the old one."""
+    meta = layer_dir(store, digest).with_suffix(".json")
+    tmp = meta.with_name(f".{meta.name}.tmp")
+    tmp.write_text(json.dumps(layer_meta(store, digest) | changes, indent=2) + "\n")
+    os.replace(tmp, meta)
+
+
+def layers_by_diff_id(store: Store) -> dict[str, str]:
+    """Every stored layer, by each digest it is known by: its own (the tar minictr writes of
+    it, which is also its diff_id in an image minictr exported or pushed), and the diff_ids
+    of the tars it was pulled from. Shell: jq -r '.digest, .diff_ids[]?' layers/*.json"""
+    found: dict[str, str] = {}
+    for meta in store.layers.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            record = json.loads(meta.read_text())
+            if meta.with_suffix("").is_dir():
+                for known_as in [record["digest"], *record.get("diff_ids", [])]:
+                    found[str(known_as)] = str(record["digest"])
+    return found
+
+
+def compressed_blob(store: Store, digest: str) -> Path:
+    """Where `push` keeps the layer's tar, gzip-compressed once (layers/HEX.tar.gz)."""
+    return store.layers / f"{digest.removeprefix('sha256:')}.tar.gz"
+
+
 def _apparent_bytes(root: Path) -> int:
     from minictr.show import diff
 
     return diff.tree_bytes(root)
 
 
-def register(store: Store, name: str, digests: list[str], config: ImageConfig,
-             source: str) -> Image:
-    """Name a stack of stored layers. Refused if the name is taken or the stack is too tall
-    for one mount(2) call."""
-    check_name(name, "image name")
-    options = len(",".join(digests)) + 200  # the lowerdir list, plus upperdir and the rest
+def check_stack_height(count: int) -> None:
+    """Refused if a stack of this many layers is too tall for one mount(2) call."""
+    options = count * len("sha256:," + "0" * 64) + 200  # the lowerdirs, upperdir and the rest
     if options > MAX_MOUNT_OPTIONS:
-        raise StepError("register image", f"{len(digests)} layers are too many for one mount",
+        raise StepError("register image", f"{count} layers are too many for one mount",
                         hint="overlay's options must fit in one 4 KiB page; squash the image")
-    record = {"layers": digests, "created": time.time(), "source": source,
-              "config": {"cmd": list(config.cmd), "entrypoint": list(config.entrypoint),
-                         "env": list(config.env), "workdir": config.workdir}}
-    tmp = store.images / f".{name}.json.tmp"
+
+
+def register(store: Store, name: str, digests: list[str], config: ImageConfig,
+             source: str, *, replace: bool = False,
+             pulled: dict[str, str] | None = None) -> Image:
+    """Name a stack of stored layers. Refused if the name is taken (unless ``replace``: a
+    pull of a tag that moved) or the stack is too tall for one mount(2) call. ``pulled``:
+    the registry's digests of what was pulled (minictr.images.pull reads them back)."""
+    if pulled is None:
+        check_name(name, "image name")  # import, commit, build: a local name, never a reference
+    final = record_file(store, name)
+    check_stack_height(len(digests))
+    record: dict[str, object] = {
+        "layers": digests, "created": time.time(), "source": source,
+        "config": {"cmd": list(config.cmd), "entrypoint": list(config.entrypoint),
+                   "env": list(config.env), "workdir": config.workdir}}
+    if pulled:
+        record["pulled"] = pulled
+    tmp = final.with_name(f".{final.name}.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     try:
-        os.link(tmp, store.images / f"{name}.json")  # link(2) never replaces: atomic claim
+        if replace:
+            os.replace(tmp, final)
+        else:
+            os.link(tmp, final)  # link(2) never replaces: atomic claim
     except FileExistsError:
         raise name_in_use(name) from None
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return load(store, name)
+
+
+def pulled_from(store: Store, name: str) -> dict[str, str]:
+    """The registry digests recorded by the pull that made the image ({} if none)."""
+    try:
+        pulled = json.loads(record_file(store, name).read_text()).get("pulled")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return pulled if isinstance(pulled, dict) else {}
 
 
 def name_in_use(name: str) -> StepError:
@@ -189,9 +283,10 @@ def name_in_use(name: str) -> StepError:
 
 
 def check_name_free(store: Store, name: str) -> None:
-    """Before long work: a name in use is refused before anything is extracted."""
+    """Before long work: a name in use is refused before anything is extracted. (A local
+    name: import and commit never make an image that looks pulled.)"""
     check_name(name, "image name")
-    if (store.images / f"{name}.json").exists():
+    if record_file(store, name).exists():
         raise name_in_use(name)
 
 
@@ -203,9 +298,9 @@ def remove(store: Store, name: str) -> list[str]:
     built on it (its layers are the bottom of that one's, which has more), as Docker refuses.
     Then the layers no image and no container uses go too. Returns the digests deleted.
     A damaged record is removed too: which layers it named is unknown, so they stay."""
-    check_name(name, "image name")
+    record = record_file(store, name)
     if name in damaged_images(store):
-        (store.images / f"{name}.json").unlink()
+        record.unlink()
         return []
     image = get_existing(store, name)
     for dirs in store.all_containers():
@@ -217,7 +312,7 @@ def remove(store: Store, name: str) -> list[str]:
                 and other.digests[: len(image.digests)] == image.digests):
             raise StepError("remove image", f"image {other.name} is built on {name}",
                             hint=f"remove it first: minictr rmi {other.name}")
-    (store.images / f"{name}.json").unlink()
+    record.unlink()
     return remove_unused_layers(store)
 
 
@@ -228,9 +323,12 @@ def get_existing(store: Store, name: str) -> Image:
 
 def check_exists(store: Store, name: str) -> None:
     """A valid name with a record (readable or not: `rmi` removes a damaged one too)."""
-    check_name(name, "image name")
-    if not (store.images / f"{name}.json").exists():
-        raise StepError("find image", f"no such image: {name}", hint="list them: minictr images")
+    if not record_file(store, name).exists():
+        hint = "list them: minictr images"
+        if not any(c in name for c in ":/@"):
+            hint += (f"; a name without ':' or '/' is a local image: to pull Docker Hub's, "
+                     f"name a tag: minictr pull {name}:latest")
+        raise StepError("find image", f"no such image: {name}", hint=hint)
 
 
 def containers_layers(store: Store) -> Iterator[tuple[str, list[str]]]:
@@ -251,6 +349,7 @@ def remove_unused_layers(store: Store) -> list[str]:
         digest = json.loads(meta.read_text())["digest"]
         if digest not in used:
             remove_tree(layer_dir(store, digest))
+            compressed_blob(store, digest).unlink(missing_ok=True)
             meta.unlink()
             removed.append(digest)
     return removed
@@ -261,6 +360,7 @@ def forget_new_layers(store: Store, digests: list[str]) -> None:
     for digest in digests:
         with contextlib.suppress(OSError, StepError):
             remove_tree(layer_dir(store, digest))
+            compressed_blob(store, digest).unlink(missing_ok=True)
             layer_dir(store, digest).with_suffix(".json").unlink()
 
 

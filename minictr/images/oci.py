@@ -50,7 +50,7 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 from minictr.errors import StepError
 from minictr.spec import ImageConfig
@@ -87,6 +87,8 @@ _LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar": None,
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
 }
 # The first bytes of each compressed format (RFC 1952, bzip2, xz, RFC 8878).
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -95,11 +97,38 @@ _OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
     "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
     "bzip2": lambda f: bz2.BZ2File(f),
     "xz": lambda f: lzma.LZMAFile(f),  # noqa: SIM115
+    "zstd": lambda f: _zstd().ZstdFile(f, "rb"),
 }
 _BAD_DATA = (OSError, EOFError, zlib.error, lzma.LZMAError)  # what the decompressors raise
-_ZSTD_HINT = ("Python's standard library cannot read zstd; recompress with gzip: "
+_ZSTD_HINT = ("Python's standard library cannot read zstd before 3.14: pip install "
+              "backports.zstd (make setup does), or recompress with gzip: "
               "skopeo copy --dest-compress-format gzip SRC DEST")
 _AGAIN = "get the image again (skopeo copy, docker save) and check it was copied whole"
+
+
+class Blame(NamedTuple):
+    """Whose data a check found wrong, for its message: an archive's, or a registry's."""
+
+    step: str = "import image"
+    source: str = "the archive"
+    again: str = _AGAIN
+
+
+ARCHIVE = Blame()
+
+
+def _zstd() -> Any:
+    """zstd: Python 3.14's compression.zstd, or before it, its backport (the same module:
+    backports.zstd, a dependency of minictr). Imported only when a zstd layer is met."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            raise _fail("a layer is compressed with zstd, which this Python cannot read",
+                        _ZSTD_HINT) from None
+    return zstd
 
 # Top-level names that make a plain tar a root filesystem, as docker export writes one.
 _ROOTFS_TOP = {"bin", "sbin", "usr", "etc", "lib"}
@@ -166,8 +195,10 @@ class VerifyingReader(io.RawIOBase):
     """
 
     def __init__(self, stream: IO[bytes], digest: str | None, size: int | None, what: str,
-                 *, progress: Callable[[int], None] | None = None) -> None:
+                 *, progress: Callable[[int], None] | None = None,
+                 blame: Blame = ARCHIVE) -> None:
         super().__init__()
+        self._blame = blame
         self._stream = stream
         self._digest = digest
         self._hash = hashlib.new(digest.partition(":")[0]) if digest else None
@@ -188,10 +219,11 @@ class VerifyingReader(io.RawIOBase):
             data = self._stream.read(len(buffer))
         except OSError as e:
             self.done = True
-            raise StepError.from_os_error(STEP, e) from e
+            raise StepError.from_os_error(self._blame.step, e) from e
         except (tarfile.TarError, EOFError) as e:  # a member of a damaged outer tar
             self.done = True
-            raise _fail(f"cannot read {self.what}: {e}: the archive is truncated", _AGAIN) from e
+            raise StepError(self._blame.step, f"cannot read {self.what}: {e}: "
+                            f"{self._blame.source} is truncated", hint=self._blame.again) from e
         if not data:
             self._check_end()
             return 0
@@ -200,7 +232,7 @@ class VerifyingReader(io.RawIOBase):
             self._hash.update(data)
         if self._size is not None and self.count > self._size:
             self._mismatch(f"size mismatch for {self.what}: more than the {self._size} bytes "
-                           "its descriptor says: the archive is corrupt or was changed")
+                           f"its descriptor says: {self._blame.source} is corrupt or was changed")
         if self._progress:
             self._progress(self.count)
         buffer[: len(data)] = data
@@ -210,14 +242,15 @@ class VerifyingReader(io.RawIOBase):
         self.done = True
         if self._size is not None and self.count != self._size:
             self._mismatch(f"size mismatch for {self.what}: {self.count} bytes where its "
-                           f"descriptor says {self._size}: the archive is truncated or corrupt")
+                           f"descriptor says {self._size}: {self._blame.source} is truncated "
+                           "or corrupt")
         if self._hash and f"{self._hash.name}:{self._hash.hexdigest()}" != self._digest:
-            self._mismatch(f"digest mismatch for {self.what}: the archive is corrupt "
+            self._mismatch(f"digest mismatch for {self.what}: {self._blame.source} is corrupt "
                            "or was changed")
 
     def _mismatch(self, message: str) -> None:
         self.done = True
-        self.mismatch = _fail(message, _AGAIN)
+        self.mismatch = StepError(self._blame.step, message, hint=self._blame.again)
         raise self.mismatch
 
     def diagnose(self) -> StepError | None:
@@ -234,11 +267,13 @@ class VerifyingReader(io.RawIOBase):
 class _Decompressing(io.RawIOBase):
     """A decompressor whose complaints about bad data become one StepError line."""
 
-    def __init__(self, stream: IO[bytes], kind: str, what: str) -> None:
+    def __init__(self, stream: IO[bytes], kind: str, what: str, blame: Blame = ARCHIVE) -> None:
         super().__init__()
         self._inner = _OPENERS[kind](stream)
+        self._bad = (*_BAD_DATA, _zstd().ZstdError) if kind == "zstd" else _BAD_DATA
         self._kind = kind
         self._what = what
+        self._blame = blame
 
     def readable(self) -> bool:
         return True
@@ -246,9 +281,10 @@ class _Decompressing(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             data = self._inner.read(len(buffer))
-        except _BAD_DATA as e:
-            raise _fail(f"{self._what} is not valid {self._kind} data ({e}): the archive is "
-                        "corrupt", _AGAIN) from e
+        except self._bad as e:
+            raise StepError(self._blame.step, f"{self._what} is not valid {self._kind} data "
+                            f"({e}): {self._blame.source} is corrupt", hint=self._blame.again
+                            ) from e
         buffer[: len(data)] = data
         return len(data)
 
@@ -261,19 +297,24 @@ def _drain(stream: IO[bytes]) -> None:
 @contextmanager
 def _layer_stream(raw: ContextManager[IO[bytes]], *, digest: str | None, size: int | None,
                   compression: str | None, diff_id: str | None, what: str,
-                  progress: Callable[[int], None] | None) -> Iterator[IO[bytes]]:
+                  progress: Callable[[int], None] | None,
+                  blame: Blame = ARCHIVE) -> Iterator[IO[bytes]]:
     """blob (digest, size) → decompress → tar (diff_id): the uncompressed tar, checked twice.
+    ``compression`` "sniff": by the first bytes (gzip, zstd, ...; none: a plain tar).
 
     Shell: sha256sum BLOB; gzip -dc BLOB | sha256sum   (the second one is the diff_id)
     """
     with raw as stream:
-        if compression == "zstd":
-            raise _fail(f"{what} is compressed with zstd, which minictr cannot read", _ZSTD_HINT)
-        blob = VerifyingReader(stream, digest, size, what, progress=progress)
-        plain: IO[bytes] = io.BufferedReader(blob, _CHUNK)
+        blob = VerifyingReader(stream, digest, size, what, progress=progress, blame=blame)
+        buffered = io.BufferedReader(blob, _CHUNK)
+        plain: IO[bytes] = buffered
+        if compression == "sniff":
+            head = buffered.peek(6)[:6]
+            compression = next((k for m, k in _MAGIC.items() if head.startswith(m)), None)
         if compression:
-            plain = _Decompressing(plain, compression, what)
-        tar = VerifyingReader(plain, diff_id, None, f"{what} (uncompressed, its diff_id)")
+            plain = _Decompressing(plain, compression, what, blame)
+        tar = VerifyingReader(plain, diff_id, None, f"{what} (uncompressed, its diff_id)",
+                              blame=blame)
         out = io.BufferedReader(tar, _CHUNK)
         try:
             yield out
@@ -539,13 +580,10 @@ def _read_oci(archive: _Archive, ref: str | None) -> ImageSource:
 
 
 def _oci_layer(archive: _Archive, desc: _Descriptor, diff_id: str) -> LayerSource:
-    if desc.media_type.endswith("zstd"):
-        raise _fail(f"layer {desc.short} is compressed with zstd ({desc.media_type}), "
-                    "which minictr cannot read", _ZSTD_HINT)
     if desc.media_type not in _LAYER_TYPES:
         raise _fail(f"layer {desc.short} has media type {desc.media_type or '(none)'}, "
                     "which is not a layer tar minictr can read",
-                    "minictr reads tar and tar+gzip layers")
+                    "minictr reads tar, tar+gzip and tar+zstd layers")
     _check_blob(archive, desc, "the manifest")
 
     def open_layer(progress: Callable[[int], None] | None = None) -> ContextManager[IO[bytes]]:
@@ -554,6 +592,21 @@ def _oci_layer(archive: _Archive, desc: _Descriptor, diff_id: str) -> LayerSourc
                              what=desc.short, progress=progress)
 
     return LayerSource(diff_id, open_layer, desc.size)
+
+
+def layer_source(open_blob: Callable[[], ContextManager[IO[bytes]]], *, digest: str, size: int,
+                 compression: str | None, diff_id: str, what: str, blame: Blame) -> LayerSource:
+    """A layer whose blob comes from elsewhere (a registry, minictr.images.pull): the same
+    checks as an archive's: the blob's digest and size, then its diff_id, uncompressed."""
+    def open_layer(progress: Callable[[int], None] | None = None) -> ContextManager[IO[bytes]]:
+        return _layer_stream(open_blob(), digest=digest, size=size, compression=compression,
+                             diff_id=diff_id, what=what, progress=progress, blame=blame)
+
+    return LayerSource(diff_id, open_layer, size)
+
+
+# For minictr.images.pull, which reads the same documents from a registry.
+LAYER_COMPRESSION = _LAYER_TYPES
 
 
 def _pick_manifest(archive: _Archive, index: Any, where: str, ref: str | None,
@@ -632,6 +685,11 @@ def _image_config(config: dict[str, Any]) -> ImageConfig:
                        env=strings("Env"), workdir=workdir)
 
 
+descriptor = _descriptor  # for minictr.images.pull: the same rules for a registry's documents
+config_diff_ids = _diff_ids
+image_config = _image_config
+
+
 # --- docker save ----------------------------------------------------------------------------
 
 
@@ -698,10 +756,6 @@ def _docker_layer(archive: _Archive, name: str, diff_id: str) -> LayerSource:
         raise _fail(f"manifest.json names {name} which is not in the archive", _AGAIN)
     with archive.open(name) as f:
         compression = _sniff(f)  # docker save writes plain tars; others may not
-    if compression == "zstd":
-        raise _fail(f"layer {name} is compressed with zstd, which minictr cannot read",
-                    _ZSTD_HINT)
-
     def open_layer(progress: Callable[[int], None] | None = None) -> ContextManager[IO[bytes]]:
         return _layer_stream(archive.open(name), digest=_name_digest(name), size=size,
                              compression=compression, diff_id=diff_id, what=name,

@@ -21,14 +21,16 @@ Three processes, each a function of this module (as contained.c has main and chi
       unshare(mount, UTS, IPC, PID, net, cgroup) → fork init → out of the cgroup (v1) →
       report init's pid → wait for init, exit as it does
     init_container()       inside, as PID 1 of the new PID namespace
-      wait for "ready" → make / rprivate → mount the overlay → /proc, /dev, /sys → mask and
-      read-only paths → /etc files → pivot_root → hostname → lo → workdir → (-t: a pty) →
-      drop capabilities → no_new_privs → exec     (ch.4, ch.10)
+      wait for "ready" → make / rprivate → mount the overlay → /proc, /dev, /sys → (--init:
+      tini on /dev/init) → mask and read-only paths → /etc files → -v volumes, --tmpfs →
+      (-u: read /etc/passwd) → (--read-only: remount /) → pivot_root → hostname → lo →
+      workdir → (-t: a pty) → drop capabilities → (-u: setuid) → no_new_privs → exec
+      (ch.5, ch.10, ch.13)
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import signal
 import socket
@@ -40,12 +42,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-from minictr import explain, libc
-from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
+from minictr import explain
+from minictr.errors import EXIT_RUNTIME_ERROR, StepError
 from minictr.explain import note, step
 from minictr.fs import remove
 from minictr.images import catalog
-from minictr.run import cgroups, namespaces, network, overlay, rootfs, security, terminal, userns
+from minictr.run import (
+    cgroups,
+    namespaces,
+    network,
+    overlay,
+    pid1,
+    rootfs,
+    security,
+    terminal,
+    user,
+    userns,
+    volumes,
+)
 from minictr.show import diff
 from minictr.spec import ContainerDirs, Image, Limits, RunSpec
 from minictr.store import Store, write_state
@@ -100,6 +114,7 @@ def run(spec: RunSpec) -> Outcome:
     image_lock = catalog.hold_for_start(store)
     try:
         image = catalog.get_existing(store, spec.image)  # read once, under the lock
+        command = container_command(image, spec)  # none at all: refused, nothing made yet
         explain.define("LAYERS", store.layers)
         for number, digest in enumerate(image.digests, 1):  # bottom first, as `images` has
             explain.define(f"L{number}", digest.removeprefix("sha256:"))
@@ -113,7 +128,6 @@ def run(spec: RunSpec) -> Outcome:
     except BaseException:
         os.close(image_lock)
         raise
-    command = image.config.entrypoint + (spec.command or image.config.cmd)
     hostname = spec.hostname or dirs.name
     env = container_env(image, spec, hostname)
     started = removing = False
@@ -138,7 +152,7 @@ def run(spec: RunSpec) -> Outcome:
         write_state(dirs, cgroup=cg.describe(), network=net.as_dict())
         plan = Plan(spec, store.layers, image, dirs, hostname, command, env, policy, cg,
                     cg.runtime_cgroups(), user_ns, net)
-        # ch.3: the shim, then (in it) the namespaces and the init: see shim() below
+        # ch.4: the shim, then (in it) the namespaces and the init: see shim() below
         child = namespaces.spawn(partial(shim, plan))
         undo.callback(child.kill_and_reap)
         undo.enter_context(passing_signals_to(child))
@@ -191,7 +205,9 @@ def first_state(spec: RunSpec, image: Image, dirs: ContainerDirs, command: tuple
             "config": container_config(image, spec),
             "lower": [str(p) for p in image.lowers], "upper": str(dirs.upper),
             "work": str(dirs.work), "merged": str(dirs.merged),
-            "limits": limits_state(spec.limits), "security": policy.as_dict()}
+            "limits": limits_state(spec.limits), "security": policy.as_dict(),
+            "volumes": [v._asdict() for v in spec.volumes], "tmpfs": list(spec.tmpfs),
+            "read_only": spec.read_only, "user": spec.user, "init": spec.init}
 
 
 def record_after_exit(dirs: ContainerDirs, **changes: object) -> None:
@@ -230,10 +246,26 @@ def limits_state(limits: Limits) -> dict[str, object]:
 
 def container_config(image: Image, spec: RunSpec) -> dict[str, object]:
     """The container's own config, as `commit` gives it to a new image (Docker's rules): the
-    command it ran becomes the default, -e adds to the environment."""
+    command it ran becomes the default, -e adds to the environment, --entrypoint and -w
+    replace the image's."""
     c = image.config
-    return {"cmd": list(spec.command or c.cmd), "entrypoint": list(c.entrypoint),
-            "env": [*c.env, *spec.env], "workdir": c.workdir}
+    entrypoint = c.entrypoint if spec.entrypoint is None else spec.entrypoint
+    cmd = spec.command or (c.cmd if spec.entrypoint is None else ())
+    return {"cmd": list(cmd), "entrypoint": list(entrypoint),
+            "env": [*c.env, *spec.env], "workdir": spec.workdir or c.workdir}
+
+
+def container_command(image: Image, spec: RunSpec) -> tuple[str, ...]:
+    """ENTRYPOINT + CMD, as Docker joins them: --entrypoint replaces the image's and clears
+    its default command (`--entrypoint ''`: no entrypoint at all); CMD replaces the default."""
+    entrypoint = image.config.entrypoint if spec.entrypoint is None else spec.entrypoint
+    command = entrypoint + (spec.command or (image.config.cmd if spec.entrypoint is None
+                                             else ()))
+    if not command:
+        raise StepError("check input", "no command to run: --entrypoint '' and no CMD",
+                        hint="give a command after the image: minictr run --entrypoint '' "
+                        "IMAGE CMD")
+    return command
 
 
 def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
@@ -241,7 +273,8 @@ def container_env(image: Image, spec: RunSpec, hostname: str) -> list[str]:
     env = {"PATH": DEFAULT_PATH}
     env.update(item.split("=", 1) for item in image.config.env)  # type: ignore[arg-type]
     env["HOSTNAME"] = hostname
-    env.setdefault("HOME", "/root")
+    if spec.user is None:  # with -u, the user's home, from the image's /etc/passwd (init)
+        env.setdefault("HOME", "/root")
     if spec.tty:
         env["TERM"] = os.environ.get("TERM", "xterm")
     env.update(item.split("=", 1) for item in spec.env)  # type: ignore[arg-type]
@@ -352,7 +385,7 @@ def shim(plan: Plan, sock: socket.socket, runtime_pid: int) -> NoReturn:
         if plan.user_ns is not None:  # ch.10: the namespaces made next belong to this one
             userns.enter(plan.user_ns)
             namespaces.die_with_parent(runtime_pid)  # a change of uid clears it (prctl(2))
-        namespaces.unshare_namespaces(host_network=plan.spec.network == "host")  # ch.3
+        namespaces.unshare_namespaces(host_network=plan.spec.network == "host")  # ch.4
         init_pid = namespaces.fork_init(partial(init_container, plan), sock)  # PID 1
         moved_out = False
         if plan.user_ns is None:  # in the user namespace it may not write the host's cgroups
@@ -388,6 +421,8 @@ def init_container(plan: Plan, sock: socket.socket) -> NoReturn:
         rootfs.mount_proc(merged)
         rootfs.mount_dev(merged, tty_group=user_ns is None or user_ns.idmap.maps(TTY_GID))
         rootfs.mount_sys(merged, read_only=policy.sys_read_only)
+        if spec.init:  # onto /dev/init: /dev's tmpfs is minictr's own, so not in the upper
+            pid1.bind_init(merged)
         # ch.10: once /proc and /sys are there to mask, and before pivot_root, so that every
         # mount of the container is made here, under merged/
         masked = security.mask_paths(merged, policy.masked)
@@ -396,19 +431,34 @@ def init_container(plan: Plan, sock: socket.socket) -> NoReturn:
         namespaces.send(sock, {"mounted": {"masked": masked, "read_only": read_only}})
         # $C/hosts... onto /etc: while $C (merged's parent) is reachable
         network.bind_files(merged.parent, merged, plan.net.files)
+        # ch.13: the volumes, then the tmpfs mounts: after /etc's files, so that a volume on
+        # /etc/hosts is on top (as Docker's), before pivot_root, while the host's paths can
+        # still be reached. Their mount points are made, if missing, in the upper.
+        volumes.bind_volumes(merged, spec.volumes)
+        volumes.mount_tmpfs(merged, spec.tmpfs)
+        # The user's /etc/passwd as the command will see it (a volume may be over /etc)
+        ids = None if spec.user is None else user.resolve(merged, spec.user, spec.userns)
+        if spec.read_only:  # last: every mkdir of a mount point above writes to the upper
+            volumes.make_root_read_only(merged)
         rootfs.pivot_into(merged)
         if user_ns is not None:
             userns.forget(user_ns)  # no fd of the host's mounts may reach the command
         set_hostname(plan.hostname)
         if spec.network != "host":  # a new network namespace has lo down
             network.loopback_up()
-        enter_workdir(image.config.workdir)
+        enter_workdir(spec.workdir or image.config.workdir)
         if spec.tty:
             terminal.attach_new_pty(sock)
         # Last: every step above needed root's full powers (mount: CAP_SYS_ADMIN)
         security.drop_capabilities(policy.kept, policy.dropped)
+        env = plan.env
+        if ids is not None:  # -u: needs CAP_SETUID and CAP_SETGID, so after the drop keeps them
+            user.switch(ids)
+            env = user.with_home(env, ids)
         security.set_no_new_privs()  # from the exec on, no setuid binary gives them back
-        exec_command(plan.command, plan.env, sock, stdin_from_null=not spec.interactive)
+        # --init: tini is PID 1 and the command its child, which signals reach (ch.13)
+        command = pid1.command(plan.command) if spec.init else plan.command
+        exec_command(command, env, sock, stdin_from_null=not spec.interactive)
     except StepError as e:
         namespaces.send(sock, {"error": e.to_dict()})
         os._exit(e.exit_code)
@@ -431,13 +481,15 @@ def set_hostname(hostname: str) -> None:
 
 
 def enter_workdir(workdir: str) -> None:
-    """The image's WorkingDir, made if missing as Docker does (that mkdir lands in upper).
-    Shell: mkdir -p WORKDIR && cd WORKDIR"""
+    """The image's WorkingDir, or -w's, made if missing as Docker does (that mkdir lands in
+    upper; with --read-only it must exist). Shell: mkdir -p WORKDIR && cd WORKDIR"""
     if workdir in ("", "/"):
         return
-    with step("enter the image's working directory", f"mkdir -p {workdir} && cd {workdir}",
-              why="the image's WorkingDir, as Docker enters it; after pivot_root, so that "
-              "the path is the container's"):
+    with step("enter the working directory", f"mkdir -p {workdir} && cd {workdir}",
+              {errno.EROFS: "--read-only: the working directory must exist in the image, or be a "
+                   "volume or --tmpfs"},
+              why="the image's WorkingDir (or -w), as Docker enters it; after pivot_root, so "
+              "that the path is the container's"):
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
 
@@ -451,41 +503,9 @@ def exec_command(command: tuple[str, ...], env: list[str], sock: socket.socket, 
     when the command is not found, 126 when it cannot be run.
     Shell: exec env -i KEY=VALUE... COMMAND [</dev/null]      See: execve(2)
     """
-    environ = dict(item.split("=", 1) for item in env)
     redirect = " </dev/null" if stdin_from_null else ""
     with step("exec the command as PID 1",
               "exec env -i " + " ".join(env + list(command)) + redirect,
               why="last: the command replaces the init, keeps its pid (1), its namespaces "
               "and what the steps before took away, and nothing of minictr"):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Python ignores SIGPIPE and SIGXFSZ (and whoever started minictr may have ignored
-        # more), and exec keeps ignored signals: give the command the defaults, as Docker's
-        # containers have them (`head | ...` then dies quietly). See execve(2), signal(7).
-        for signum in signal.valid_signals():
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                with contextlib.suppress(OSError, ValueError):  # glibc keeps 32 and 33
-                    signal.signal(signum, signal.SIG_DFL)
-        if stdin_from_null:  # after --step's pause, which reads the runtime's stdin
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-        # Every fd but 0, 1 and 2 closes at the exec: minictr's own (the start-up socket,
-        # locks) and any its caller left open. An inherited fd on the host's / would be a
-        # way out of the container (runc's CVE-2024-21626). See close_range(2).
-        libc.close_range_cloexec(3)
-        note("every fd above 2 closes at the exec (close_range(2), CLOSE_RANGE_CLOEXEC): the "
-             "command starts with stdin, stdout and stderr only")
-        # Last word before exec: an end-of-file without it is an init that died (killed,
-        # OOM) before the command could start, not a command that started.
-        namespaces.send(sock, {"exec": True})
-        try:
-            os.execvpe(command[0], command, environ)
-        except (FileNotFoundError, NotADirectoryError):
-            raise StepError("exec the command",
-                            f"{command[0]!r}: executable file not found in $PATH",
-                            hint=f"PATH is {environ.get('PATH', '')}",
-                            exit_code=EXIT_NOT_FOUND) from None
-        except OSError as e:
-            raise StepError("exec the command", f"{command[0]!r}: {e.strerror}",
-                            errno=e.errno, exit_code=EXIT_NOT_EXECUTABLE) from None
+        namespaces.become(command, env, sock, stdin_from_null=stdin_from_null)

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, NoReturn
@@ -36,8 +37,8 @@ from typing import Any, NoReturn
 import prctl
 
 from minictr import libc
-from minictr.errors import EXIT_RUNTIME_ERROR, StepError
-from minictr.explain import step
+from minictr.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_RUNTIME_ERROR, StepError
+from minictr.explain import note, step
 
 # Which namespaces, with the unshare(1) option for each (namespaces(7)). The network
 # namespace has only `lo`, down: a container is offline unless networking is asked for.
@@ -249,3 +250,52 @@ def exit_as(init_pid: int) -> NoReturn:
             os._exit(exit_code_of(status))
         except ChildProcessError:
             os._exit(EXIT_RUNTIME_ERROR)
+
+
+# --- in the container's init (and in exec's child), last -----------------------------------
+
+
+def become(command: tuple[str, ...], env: list[str], sock: socket.socket, *,
+           stdin_from_null: bool) -> NoReturn:
+    """Replace this process by the command, searching the container's PATH: the last act of
+    `run`'s init (container.exec_command) and of `exec`'s child (lifecycle.exec), inside the
+    caller's step.
+
+    Without -i or a terminal the command reads /dev/null, as under `docker run`: a shell then
+    exits at once instead of waiting for input that never comes. Exit codes as Docker's: 127
+    when the command is not found, 126 when it cannot be run.
+    Shell: exec env -i KEY=VALUE... COMMAND [</dev/null]      See: execve(2)
+    """
+    environ = dict(item.split("=", 1) for item in env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Python ignores SIGPIPE and SIGXFSZ (and whoever started minictr may have ignored
+    # more), and exec keeps ignored signals: give the command the defaults, as Docker's
+    # containers have them (`head | ...` then dies quietly). See execve(2), signal(7).
+    for signum in signal.valid_signals():
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            with contextlib.suppress(OSError, ValueError):  # glibc keeps 32 and 33
+                signal.signal(signum, signal.SIG_DFL)
+    if stdin_from_null:  # after --step's pause, which reads the runtime's stdin
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    # Every fd but 0, 1 and 2 closes at the exec: minictr's own (the start-up socket,
+    # locks) and any its caller left open. An inherited fd on the host's / would be a
+    # way out of the container (runc's CVE-2024-21626). See close_range(2).
+    libc.close_range_cloexec(3)
+    note("every fd above 2 closes at the exec (close_range(2), CLOSE_RANGE_CLOEXEC): the "
+         "command starts with stdin, stdout and stderr only")
+    # Last word before exec: an end-of-file without it is an init that died (killed,
+    # OOM) before the command could start, not a command that started.
+    send(sock, {"exec": True})
+    try:
+        os.execvpe(command[0], command, environ)
+    except (FileNotFoundError, NotADirectoryError):
+        raise StepError("exec the command",
+                        f"{command[0]!r}: executable file not found in $PATH",
+                        hint=f"PATH is {environ.get('PATH', '')}",
+                        exit_code=EXIT_NOT_FOUND) from None
+    except OSError as e:
+        raise StepError("exec the command", f"{command[0]!r}: {e.strerror}",
+                        errno=e.errno, exit_code=EXIT_NOT_EXECUTABLE) from None

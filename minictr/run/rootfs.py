@@ -1,7 +1,7 @@
 """The container's view of the filesystem: private mounts, /proc, /dev, /sys, pivot_root.
 
 Every function here runs in the container's init, inside its new mount namespace, in the
-order container.init_container calls them (tutorial chapter 5). The masked and read-only paths
+order container.init_container calls them (tutorial chapter 2). The masked and read-only paths
 over /proc and /sys are minictr.run.security's.
 """
 

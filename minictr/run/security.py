@@ -101,6 +101,10 @@ READ_ONLY_PATHS = (
 _KEPT_FLAGS = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
+# The report's security lines fit 80 columns after "security: " (cli.print_report).
+SUMMARY_WIDTH = 80 - len("security: ")
+
+
 class Mounted(NamedTuple):
     """What the init did of a policy's paths, as it told the runtime: those it mounted over,
     and those this kernel does not have (nothing to hide there, nothing was mounted)."""
@@ -135,32 +139,52 @@ class Policy(NamedTuple):
             tuple(p for p in self.read_only if p not in read_only)))
 
     def summary(self) -> str:
-        """One line for the run's report: what was done, not what was asked."""
+        """The report's lines, one fact each: what was done, not what was asked. At most
+        SUMMARY_WIDTH columns each, so that after "security: " they fit an 80-column
+        projector; cli.print_report indents the second and later lines under the first.
+
+            14 capabilities kept, 27 dropped (cap_sys_admin, cap_sys_module, ...)
+            no_new_privs: setuid bits and file capabilities grant nothing
+            4 paths masked (7 absent on this kernel), 4 read-only (1 absent)
+        """
         if self.privileged:
-            line = (f"--privileged: all {len(self.kept)} capabilities minictr has, nothing "
-                    "masked or read-only (still no_new_privs, and only the safe devices, "
-                    "unlike Docker)")
+            lines = [f"--privileged: all {len(self.kept)} capabilities minictr has",
+                     "nothing masked or read-only, /sys writable",
+                     "still no_new_privs, and only the safe devices (unlike Docker)"]
         else:
-            named = [c for c in NOTABLE if c in self.dropped]
-            named += [c for c in self.dropped if c not in NOTABLE]
-            shown = ", ".join(named[:4]) + (", ..." if len(named) > 4 else "")
-            dropped = f"dropped {len(self.dropped)}: {shown}" if self.dropped else "none dropped"
-            line = f"{len(self.kept)} capabilities kept ({dropped}), no_new_privs, "
+            lines = [self._capabilities_line(),
+                     "no_new_privs: setuid bits and file capabilities grant nothing"]
             if (m := self.mounted) is None:  # the init has not said yet
-                line += (f"{len(self.masked)} paths to mask, {len(self.read_only)} to make "
-                         "read-only (not mounted yet)")
+                lines.append(f"{len(self.masked)} paths to mask, {len(self.read_only)} to make "
+                             "read-only (not mounted yet)")
             else:
                 plural = "" if len(m.masked) == 1 else "s"
-                line += (f"{len(m.masked)} path{plural} masked"
-                         + (f" ({len(m.masked_absent)} absent on this kernel)"
-                            if m.masked_absent else "")
-                         + f", {len(m.read_only)} read-only"
-                         + (f" ({len(m.read_only_absent)} absent)" if m.read_only_absent
-                            else ""))
+                lines.append(f"{len(m.masked)} path{plural} masked"
+                             + (f" ({len(m.masked_absent)} absent on this kernel)"
+                                if m.masked_absent else "")
+                             + f", {len(m.read_only)} read-only"
+                             + (f" ({len(m.read_only_absent)} absent)" if m.read_only_absent
+                                else ""))
         if self.userns:
-            line += (f"; root is host uid {self.userns.host} "
-                     f"({self.userns.size} ids from there: --userns)")
-        return line
+            lines.append(f"--userns: root is host uid {self.userns.host}, "
+                         f"{self.userns.size} ids from there")
+        return "\n".join(lines)
+
+    def _capabilities_line(self) -> str:
+        """"14 capabilities kept, 27 dropped (cap_sys_admin, cap_sys_module, ...)": the
+        notable dropped ones first, as many as fit (one at least)."""
+        kept = f"{len(self.kept)} capabilities kept"
+        if not self.dropped:
+            return f"{kept}, none dropped"
+        named = [c for c in NOTABLE if c in self.dropped]
+        named += [c for c in self.dropped if c not in NOTABLE]
+        line = f"{kept}, {len(self.dropped)} dropped ({named[0]}"
+        for i, name in enumerate(named[1:], start=1):
+            more = ", ...)" if i + 1 < len(named) else ")"
+            if len(f"{line}, {name}{more}") > SUMMARY_WIDTH:
+                return f"{line}, ...)"
+            line += f", {name}"
+        return f"{line})"
 
     def as_dict(self) -> dict[str, object]:
         """For state.json, and so `minictr inspect`: the paths masked and made read-only are

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple, TextIO
 
 from minictr.show.diff import Change, docker_lines
+from minictr.spec import Volume
 
 # SGR colours, see console_codes(4): A green, C yellow, D red, opaque magenta.
 _SGR = {"A": "32", "C": "33", "D": "31", "O": "35"}
@@ -211,3 +212,24 @@ def _paint(text: str, key: str, color: bool) -> str:
     if not color or key not in _SGR or not text:
         return text
     return f"\x1b[{_SGR[key]}m{text}\x1b[0m"
+
+
+# --- what was not in the upper ------------------------------------------------------------
+
+
+def volumes_line(volumes: Sequence[Volume], tmpfs: Sequence[str], *, read_only: bool) -> str:
+    """One line under the tree, for the writes the tree cannot show: those to volumes (on the
+    host) and to tmpfs mounts (in memory, gone); "" when the run had neither nor --read-only.
+    The paths are the user's, escaped all the same."""
+    parts = []
+    if volumes:
+        its = "its writes are" if len(volumes) == 1 else "their writes are"
+        shown = ", ".join(escaped(str(v)) for v in volumes)
+        parts.append(f"volumes: {shown}: {its} on the host, not in upper")
+    if tmpfs:
+        parts.append(f"tmpfs: {', '.join(escaped(t) for t in tmpfs)}: in memory, gone with "
+                     "the container, not in upper")
+    if read_only:
+        parts.append("root: mounted read-only (--read-only): the command could not write "
+                     "to the upper")
+    return "\n".join(parts)
