@@ -216,8 +216,13 @@ def test_signals_to_the_runtime_reach_the_container(minictr_root, signum):
     assert proc.returncode == 42
 
 
-def test_sigkill_of_the_runtime_kills_the_container_and_prune_cleans(minictr, minictr_root):
-    proc = start("run", "--name", "orphan", "busybox", "sh", "-c", "echo ready; exec sleep 1000")
+@pytest.mark.parametrize("user", [[], ["-u", "1000"]], ids=["root", "uid-1000"])
+def test_sigkill_of_the_runtime_kills_the_container_and_prune_cleans(minictr, minictr_root,
+                                                                      user):
+    """With -u too: a change of uid clears the parent-death signal (prctl(2)), and an init
+    that did not ask again outlived a killed runtime (found as a leftover after the suite)."""
+    proc = start("run", "--name", "orphan", *user, "busybox", "sh", "-c",
+                 "echo ready; exec sleep 1000")
     assert read_line(proc) == "ready"
     pid = json.loads((minictr_root / "names/orphan/state.json").read_text())["pid"]
     proc.kill()  # SIGKILL: the runtime can undo nothing

@@ -454,6 +454,9 @@ def init_container(plan: Plan, sock: socket.socket) -> NoReturn:
         env = plan.env
         if ids is not None:  # -u: needs CAP_SETUID and CAP_SETGID, so after the drop keeps them
             user.switch(ids)
+            # A change of uid clears the parent-death signal (prctl(2)): ask for it again, or
+            # a killed runtime would leave this init running, orphaned, outside any undo
+            namespaces.die_with_parent(0, explained=False)
             env = user.with_home(env, ids)
         security.set_no_new_privs()  # from the exec on, no setuid binary gives them back
         # --init: tini is PID 1 and the command its child, which signals reach (ch.13)
